@@ -1,0 +1,44 @@
+# l3node — the two commands a fresh machine needs: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PEERS   := dcmtk orthanc orthanc-dicomweb dicom3tools
+DEMO    ?= /tmp/l3node-demo
+
+.PHONY: install peers test demo lint bench clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; a no-op otherwise.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# DICOM peers the tests talk to: DCMTK, Orthanc (+DICOMweb), dciodvfy.
+peers:
+	@missing=""; \
+	for p in $(PEERS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "missing Debian packages:$$missing (run as root or install them)"; fi; \
+	fi
+
+test: install peers
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check l3node training tests benchmarks
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/l3node phantom --out $(DEMO) --seed 7 --preset whole-body --slice-mm 5
+
+bench: install
+	$(BIN)/python benchmarks/bench_phantom.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""Synthetic whole-body CT phantoms with known vertebra levels (``l3node phantom``)."""
+
+from .study import PRESETS, SLICE_CHOICES, TRANSFER_SYNTAXES, StudyRequest, generate_study
+
+__all__ = ["PRESETS", "SLICE_CHOICES", "TRANSFER_SYNTAXES", "StudyRequest", "generate_study"]

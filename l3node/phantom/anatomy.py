@@ -1,0 +1,432 @@
+"""A random patient: stature, habitus, spine with its variants, and landmark levels.
+
+Numbers come from ``shared/ANATOMY.md`` (vertebra sizes per level, disc heights, curvature,
+landmark level distributions, HU values); where it marks a value EST the same estimate is used
+here.  Everything is in DICOM patient coordinates (LPS, mm): x to the patient's left, y
+posterior, z superior.  The patient lies supine on a table whose top is the plane
+``y = table_y``.
+
+Vertebrae are named twice, because transitional anatomy makes "L3" ambiguous:
+
+* ``name`` counts from C1 downward (C1..C7, T1..T12, L1..Ln, n = 4, 5 or 6);
+* ``name_from_sacrum`` counts the presacral vertebrae upward from the sacrum as a 24-vertebra
+  spine would be labelled (L5, L4, L3, L2, L1, T12, ...).
+
+The truth's L3 is ``name_from_sacrum == "L3"``, the third mobile vertebra above the sacrum:
+the convention body-composition studies use when they find L3 by counting up from the sacrum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+GENERATOR_VERSION = "1.0.0"
+
+# Body heights (mm) before scaling by stature, and disc heights below each body.
+_THORACIC_H = [17, 17, 17, 17.5, 18, 18.5, 19, 20, 21, 22, 23, 24]
+_THORACIC_W = [24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35]
+_THORACIC_D = [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27]
+# Lumbar, indexed from the sacrum: L5, L4, L3, L2, L1, (extra above L1).
+_LUMBAR_H = [27.5, 27.5, 27.0, 26.0, 25.0, 24.5]
+_LUMBAR_DISC = [11.0, 11.0, 10.0, 9.0, 8.0, 7.0]  # disc *below* each body
+_LUMBAR_W_M = [46.0, 43.5, 41.0, 38.5, 36.3, 35.5]
+_LUMBAR_W_F = [42.8, 40.0, 37.0, 34.5, 31.6, 31.0]
+_LUMBAR_D = [35.7, 35.3, 34.5, 33.5, 32.5, 31.0]
+# Transverse process tip-to-tip span (EST, Panjabi recalled in ANATOMY.md): L3 longest.
+_LUMBAR_TP_SPAN = [88.0, 83.0, 92.0, 80.0, 72.0, 68.0]
+# Spinous process length (mm from the lamina junction): L3 longest, L5 smallest.
+_LUMBAR_SP = [24.0, 30.0, 34.0, 31.0, 28.0, 27.0]
+# Skin-to-body-centre distance without subcutaneous fat (sets the sagittal curve).
+_BACK_DEPTH = {
+    "C2": 60,
+    "C5": 52,
+    "C7": 62,
+    "T1": 66,
+    "T4": 62,
+    "T7": 58,
+    "T10": 64,
+    "T12": 70,
+    "L1": 76,
+    "L2": 81,
+    "L3": 86,
+    "L4": 86,
+    "L5": 80,
+    "S1": 70,
+}
+
+SACRUM_COUNT_NAMES = (
+    ["L5", "L4", "L3", "L2", "L1"]
+    + [f"T{i}" for i in range(12, 0, -1)]
+    + [f"C{i}" for i in range(7, 0, -1)]
+    + ["C0"]
+)  # a 25th presacral vertebra (lumbarised S1) pushes the count past C1
+
+
+@dataclass
+class Vertebra:
+    """One presacral vertebra: its body geometry and its names."""
+
+    name: str
+    name_from_sacrum: str
+    region: str  # cervical | thoracic | lumbar
+    z_lo: float  # inferior endplate at the body centre
+    z_hi: float  # superior endplate at the body centre
+    cx: float
+    cy: float
+    width: float
+    depth: float
+    slope: float  # endplate tilt dz/dy (perpendicular to the spine axis)
+    ribs: bool = False
+    tp_span: float = 0.0
+    sp_length: float = 0.0
+
+    @property
+    def z_mid(self) -> float:
+        return 0.5 * (self.z_lo + self.z_hi)
+
+
+@dataclass
+class Patient:
+    """Every random parameter of one phantom patient (written to ``truth.json``)."""
+
+    seed: int
+    sex: str
+    age: int
+    stature_mm: float
+    scale: float
+    habitus: float  # 0 thin .. 1 obese
+    sat_abd_mm: float
+    vat_mm: float
+    muscularity: float
+    lumbar_count: int
+    rib_pairs: int
+    variant: str  # none | sacralisation | lumbarisation | 11-ribs | 13-ribs
+    lordosis: float
+    kyphosis: float
+    scoliosis_mm: float
+    contrast: str  # none | arterial | portal-venous
+    arms: str  # sides | raised
+    metal_hip: str  # none | left | right
+    table_y: float
+    z_s1_top: float
+    lumbar_gap_mm: float
+    headrest_mm: float
+    cancellous_hu: float
+    landmarks: dict[str, float] = field(default_factory=dict)
+    vertebrae: list[Vertebra] = field(default_factory=list)
+
+    def vertebra(self, name_from_sacrum: str) -> Vertebra:
+        for v in self.vertebrae:
+            if v.name_from_sacrum == name_from_sacrum:
+                return v
+        raise KeyError(f"no vertebra labelled {name_from_sacrum!r} counted from the sacrum")
+
+    def by_name(self, name: str) -> Vertebra:
+        for v in self.vertebrae:
+            if v.name == name:
+                return v
+        raise KeyError(f"no vertebra named {name!r}")
+
+    @property
+    def l3(self) -> Vertebra:
+        return self.vertebra("L3")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["vertebrae"] = [asdict(v) for v in self.vertebrae]
+        return d
+
+    # Body-outline profile ---------------------------------------------------------------
+    def back_y(self, z: np.ndarray | float) -> np.ndarray | float:
+        """y of the back skin: on the table, lifted under the lumbar lordosis and the neck.
+
+        The head rests on a headrest, so the back of the neck rises off the table between T2
+        and C5.
+        """
+        zz = np.asarray(z, dtype=np.float64)
+        lift = self.lumbar_gap_mm * np.exp(-(((zz - self.l3.z_mid) / 60.0) ** 2))
+        t2, c5 = self.by_name("T2").z_mid, self.by_name("C5").z_mid
+        ramp = np.clip((zz - t2) / (c5 - t2), 0.0, 1.0)
+        lift = lift + self.headrest_mm * ramp * ramp * (3 - 2 * ramp)
+        out = self.table_y - lift
+        return float(out) if out.ndim == 0 else out
+
+
+def _interp_levels(z: float, zs: list[float], vals: list[float]) -> float:
+    order = np.argsort(zs)
+    return float(np.interp(z, np.asarray(zs)[order], np.asarray(vals)[order]))
+
+
+def draw_patient(
+    rng: np.random.Generator,
+    seed: int,
+    transitional_rate: float = 0.10,
+) -> Patient:
+    """Draw one patient: all randomness of the anatomy happens here."""
+    sex = "M" if rng.random() < 0.5 else "F"
+    age = int(rng.integers(25, 86))
+    stature = float(rng.normal(1750, 70) if sex == "M" else rng.normal(1620, 65))
+    stature = float(np.clip(stature, 1450, 2000))
+    scale = stature / 1700.0
+    habitus = float(np.clip(rng.beta(2.0, 2.4), 0.0, 1.0))
+    sat_abd = 6.0 + 58.0 * habitus**1.5 + (10.0 if sex == "F" else 0.0) + rng.normal(0, 4)
+    vat = max(0.0, (55.0 if sex == "M" else 32.0) * habitus**1.3 + rng.normal(0, 6))
+    muscularity = float(np.clip(rng.normal(1.0 if sex == "M" else 0.82, 0.08), 0.6, 1.3))
+
+    variant = "none"
+    lumbar_count, rib_pairs = 5, 12
+    if rng.random() < transitional_rate:
+        variant = str(
+            rng.choice(
+                ["sacralisation", "lumbarisation", "11-ribs", "13-ribs"],
+                p=[0.35, 0.25, 0.25, 0.15],
+            )
+        )
+        lumbar_count = {"sacralisation": 4, "lumbarisation": 6}.get(variant, 5)
+        rib_pairs = {"11-ribs": 11, "13-ribs": 13}.get(variant, 12)
+
+    contrast = str(rng.choice(["none", "arterial", "portal-venous"], p=[0.35, 0.15, 0.5]))
+    arms = "raised" if rng.random() < 0.35 else "sides"
+    metal_hip = "none"
+    if rng.random() < 0.06:
+        metal_hip = "left" if rng.random() < 0.5 else "right"
+    cancellous = float(np.clip(232 - 2.4 * (age - 25) + rng.normal(0, 30), 70, 300))
+
+    p = Patient(
+        seed=seed,
+        sex=sex,
+        age=age,
+        stature_mm=round(stature, 1),
+        scale=scale,
+        habitus=round(habitus, 4),
+        sat_abd_mm=round(max(sat_abd, 3.0), 2),
+        vat_mm=round(vat, 2),
+        muscularity=round(muscularity, 4),
+        lumbar_count=lumbar_count,
+        rib_pairs=rib_pairs,
+        variant=variant,
+        lordosis=float(np.clip(rng.normal(1.0, 0.3), 0.3, 1.8)),
+        kyphosis=float(np.clip(rng.normal(1.0, 0.25), 0.4, 1.7)),
+        scoliosis_mm=float(rng.normal(0, 9)) if rng.random() < 0.15 else 0.0,
+        contrast=contrast,
+        arms=arms,
+        metal_hip=metal_hip,
+        table_y=float(rng.uniform(90, 200)),
+        z_s1_top=float(rng.uniform(-1000, -350)),
+        lumbar_gap_mm=float(rng.uniform(0, 6)),
+        headrest_mm=float(rng.uniform(20, 45)),
+        cancellous_hu=round(cancellous, 1),
+    )
+    _build_spine(p, rng)
+    _place_landmarks(p, rng)
+    _bend_spine(p)
+    return p
+
+
+def sat_profile(p: Patient, z: float) -> float:
+    """Subcutaneous fat thickness (mm, anterior abdomen scale) at height z."""
+    lm = p.landmarks
+    zs = [
+        lm["sole"],
+        lm["ankle"],
+        lm["knee"],
+        lm["crotch"],
+        lm["hip"],
+        p.l3.z_mid,
+        p.by_name("T12").z_mid,
+        p.by_name("T6").z_mid,
+        p.by_name("T1").z_hi,
+        p.by_name("C4").z_mid,
+        lm["vertex"],
+    ]
+    hip_w = 1.3 if p.sex == "F" else 1.05
+    ws = [0.1, 0.15, 0.35, 0.85, hip_w, 1.0, 0.75, 0.45, 0.35, 0.22, 0.08]
+    return p.sat_abd_mm * _interp_levels(z, zs, ws)
+
+
+def _build_spine(p: Patient, rng: np.random.Generator) -> None:
+    """Stack the presacral vertebrae upward from S1 and bend them into the sagittal curve."""
+    s = p.scale * (0.97 if p.sex == "F" else 1.0)
+    jit = lambda: float(rng.normal(1.0, 0.03))  # noqa: E731 - per-vertebra size jitter
+
+    # (name, region, height, disc below, width, depth, tp_span, sp_length), from the top.
+    specs: list[tuple[str, str, float, float, float, float, float, float]] = []
+    specs.append(("C1", "cervical", 11.0, 0.0, 70.0, 42.0, 0.0, 8.0))
+    specs.append(("C2", "cervical", 22.0, 4.0, 19.0, 15.0, 0.0, 18.0))
+    for i in range(3, 8):
+        specs.append(
+            (
+                f"C{i}",
+                "cervical",
+                13.0,
+                4.5,
+                19.0 + 0.6 * i,
+                15.5,
+                0.0,
+                12.0 + 2.0 * (i - 3) + (8.0 if i == 7 else 0.0),
+            )
+        )
+    for i in range(12):
+        disc = 3.0 + 3.0 * i / 11.0
+        specs.append(
+            (
+                f"T{i + 1}",
+                "thoracic",
+                _THORACIC_H[i],
+                disc,
+                _THORACIC_W[i],
+                _THORACIC_D[i],
+                0.0,
+                30.0,
+            )
+        )
+    n = p.lumbar_count
+    w_tab = _LUMBAR_W_M if p.sex == "M" else _LUMBAR_W_F
+    for j in range(n):  # j = 0 is the top lumbar vertebra
+        k = n - 1 - j  # index from the sacrum
+        specs.append(
+            (
+                f"L{j + 1}",
+                "lumbar",
+                _LUMBAR_H[k],
+                _LUMBAR_DISC[k],
+                w_tab[k],
+                _LUMBAR_D[k],
+                _LUMBAR_TP_SPAN[k],
+                _LUMBAR_SP[k],
+            )
+        )
+
+    # Stack upward from the top of S1.
+    z = p.z_s1_top
+    rows = []
+    for name, region, h, disc, w, d, tp, sp in reversed(specs):
+        z_lo = z + disc * s * jit()
+        z_hi = z_lo + h * s * jit()
+        rows.append((name, region, z_lo, z_hi, w * s * jit(), d * s * jit(), tp * s, sp * s))
+        z = z_hi
+    rows.reverse()
+    count_from_sacrum = {r[0]: SACRUM_COUNT_NAMES[i] for i, r in enumerate(reversed(rows))}
+
+    for name, region, z_lo, z_hi, w, d, tp, sp in rows:
+        p.vertebrae.append(
+            Vertebra(
+                name=name,
+                name_from_sacrum=count_from_sacrum[name],
+                region=region,
+                z_lo=round(z_lo, 3),
+                z_hi=round(z_hi, 3),
+                cx=0.0,
+                cy=0.0,
+                width=round(w, 3),
+                depth=round(d, 3),
+                slope=0.0,
+                tp_span=round(tp, 2),
+                sp_length=round(sp, 2),
+            )
+        )
+    # Rib-bearing vertebrae: T1..T12, one fewer or one more (a lumbar rib on L1).
+    for v in p.vertebrae:
+        if v.region == "thoracic":
+            v.ribs = True
+    if p.rib_pairs == 11:
+        p.by_name("T12").ribs = False
+    elif p.rib_pairs == 13:
+        p.by_name("L1").ribs = True
+
+
+def _bend_spine(p: Patient) -> None:
+    """Place each body in y (sagittal curve) and x (scoliosis); tilt its endplates.
+
+    The curve is set as the distance from the back skin to the body centre per level
+    (``_BACK_DEPTH``), scaled by the patient's lordosis and kyphosis; the endplates are
+    perpendicular to the resulting spine axis.
+    """
+    s = p.scale
+    level_z = {v.name: v.z_mid for v in p.vertebrae}
+    by_sacrum = {v.name_from_sacrum: v.name for v in p.vertebrae}
+    level_z["S1"] = p.z_s1_top - 10.0
+    mean_l, mean_t = 80.0, 62.0
+    ctrl_z, ctrl_d = [], []
+    for key, dist in _BACK_DEPTH.items():
+        name = by_sacrum.get(key, key) if key.startswith("L") else key
+        if name not in level_z:
+            continue
+        if key[0] == "L" or key == "S1":
+            dist = mean_l + (dist - mean_l) * p.lordosis
+        elif key[0] == "T":
+            dist = mean_t + (dist - mean_t) * p.kyphosis
+        ctrl_z.append(level_z[name])
+        ctrl_d.append(dist * (0.9 + 0.1 * s))
+
+    def centre_y(zz: float) -> float:
+        return float(p.back_y(zz) - sat_profile_back(p, zz) - _interp_levels(zz, ctrl_z, ctrl_d))
+
+    z_t1, z_l5 = level_z["T1"], p.vertebrae[-1].z_lo
+    for v in p.vertebrae:
+        zm = v.z_mid
+        g = (centre_y(zm + 5.0) - centre_y(zm - 5.0)) / 10.0  # dy/dz of the spine axis
+        frac = np.clip((zm - z_l5) / (z_t1 - z_l5), 0.0, 1.0)
+        v.cy = round(centre_y(zm), 3)
+        v.cx = round(p.scoliosis_mm * float(np.sin(np.pi * frac)), 3)
+        v.slope = round(-g, 4)
+
+
+def spine_y(p: Patient, z: float) -> float:
+    """Body-centre y of the spine axis at any z (interpolated between bodies)."""
+    zs = [v.z_mid for v in p.vertebrae]
+    return _interp_levels(z, zs, [v.cy for v in p.vertebrae])
+
+
+def spine_x(p: Patient, z: float) -> float:
+    zs = [v.z_mid for v in p.vertebrae]
+    return _interp_levels(z, zs, [v.cx for v in p.vertebrae])
+
+
+def sat_profile_back(p: Patient, z: float) -> float:
+    """Fat behind the spine is about half the anterior abdominal fat (EST)."""
+    return 0.5 * sat_profile(p, z)
+
+
+def _place_landmarks(p: Patient, rng: np.random.Generator) -> None:
+    """Levels of the landmarks the anatomy hangs on (mm), from their level distributions."""
+    s = p.scale
+    lm = p.landmarks
+    l4, l5 = p.vertebra("L4"), p.vertebra("L5")
+    # Iliac crest top: between the middle of L5 and the middle of L4 (80 % range, ANATOMY §3).
+    lm["iliac_crest"] = float(rng.uniform(l5.z_mid, l4.z_mid))
+    lm["hip"] = p.z_s1_top - float(rng.uniform(85, 105)) * s  # femoral head centre
+    lm["symphysis"] = lm["hip"] - 12.0 * s
+    lm["crotch"] = lm["hip"] - 75.0 * s
+    lm["knee"] = lm["hip"] - 0.245 * p.stature_mm
+    lm["ankle"] = lm["knee"] - 0.22 * p.stature_mm
+    lm["sole"] = lm["ankle"] - 0.045 * p.stature_mm
+    c1 = p.by_name("C1")
+    lm["vertex"] = c1.z_hi + 130.0 * s
+    lm["skull_base"] = c1.z_hi + 5.0
+    # Aortic bifurcation: L4 in ~70 %, else upper L3 .. upper S1 (ANATOMY §3).
+    l3 = p.vertebra("L3")
+    if rng.random() < 0.7:
+        lm["aortic_bifurcation"] = float(rng.uniform(l4.z_lo, l4.z_hi))
+    else:
+        lm["aortic_bifurcation"] = float(rng.uniform(p.z_s1_top, l3.z_hi))
+    t9, t10 = p.by_name("T9"), p.by_name("T10")
+    lm["right_dome"] = float(rng.uniform(t10.z_lo, t9.z_hi))
+    lm["left_dome"] = lm["right_dome"] - float(rng.uniform(5, 25))
+    t12 = p.by_name("T12")
+    lm["left_kidney_upper"] = float(rng.uniform(t12.z_lo - 5, t12.z_hi + 12))
+    lm["kidney_length"] = float(rng.normal(110, 10) * s)
+    lm["right_kidney_upper"] = lm["left_kidney_upper"] - float(rng.uniform(12, 25))
+    lm["left_kidney_lower"] = lm["left_kidney_upper"] - lm["kidney_length"]
+    lm["right_kidney_lower"] = lm["right_kidney_upper"] - lm["kidney_length"] * 1.0
+    l1, l2 = p.vertebra("L1"), p.vertebra("L2")
+    lm["liver_tip"] = float(
+        rng.uniform(l2.z_lo - 10, l2.z_hi) if rng.random() < 0.6 else rng.uniform(l3.z_lo, l1.z_hi)
+    )
+    lm["carina"] = float(rng.uniform(p.by_name("T5").z_lo, p.by_name("T5").z_hi + 5))
+    lm["lung_apex"] = p.by_name("T1").z_hi + float(rng.uniform(15, 35)) * s
+    lm["psoas_origin"] = float(rng.uniform(l1.z_lo, t12.z_hi))
+    for k in list(lm):
+        lm[k] = round(lm[k], 3)

@@ -1,0 +1,185 @@
+"""Write phantom slices as CT Image Storage instances (pydicom), optionally compressed.
+
+The modules dciodvfy checks for CT are all filled: Patient, General Study, General Series,
+Frame of Reference, General Equipment, General Image, Image Plane, Image Pixel, CT Image,
+SOP Common.  UIDs derive from the study seed, so a seed reproduces the files exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+
+if TYPE_CHECKING:
+    from .anatomy import Patient
+    from .study import Plan, StudyRequest
+
+TS_UIDS = {
+    "explicit": ExplicitVRLittleEndian,
+    "jpeg2000-lossless": JPEG2000Lossless,
+    "jpegls-lossless": JPEGLSLossless,
+    "rle": RLELossless,
+}
+
+
+def det_uid(*parts: object) -> str:
+    """A UID derived from its parts: the same parts always give the same UID."""
+    return generate_uid(prefix=None, entropy_srcs=["l3node-phantom", *map(str, parts)])
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    study_uid: str
+    series_uid: str
+    for_uid: str
+    patient_name: str
+    patient_id: str
+    birth_date: str
+    study_date: str
+    study_time: str
+    accession: str
+    series_number: int
+    kvp: float
+    kernel: str
+    seed_parts: tuple[int, int]
+
+    @classmethod
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        req: StudyRequest,
+        p: Patient,
+        thickness: float,
+        position: str,
+    ) -> SeriesInfo:
+        parts = (int(req.seed), int(req.index))
+        day = dt.date(2024, 1, 1) + dt.timedelta(days=int(rng.integers(0, 700)))
+        birth = dt.date(day.year - p.age, int(rng.integers(1, 13)), int(rng.integers(1, 29)))
+        return cls(
+            study_uid=det_uid(*parts, "study"),
+            series_uid=det_uid(*parts, "series"),
+            for_uid=det_uid(*parts, "for"),
+            patient_name=f"PHANTOM^{req.seed}-{req.index}",
+            patient_id=f"PH{req.seed:06d}{req.index:04d}",
+            birth_date=birth.strftime("%Y%m%d"),
+            study_date=day.strftime("%Y%m%d"),
+            study_time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(0, 60)):02d}00",
+            accession=f"A{req.seed % 10**6:06d}{req.index:04d}",
+            series_number=int(rng.integers(2, 9)),
+            kvp=float(rng.choice([100.0, 120.0, 120.0, 140.0])),
+            kernel=str(rng.choice(["B30f", "Br40", "STANDARD", "FC08"])),
+            seed_parts=parts,
+        )
+
+
+def write_slice(out_dir: Path, plan: Plan, index: int, hu: np.ndarray) -> tuple[str, int]:
+    """Write sorted slice ``index`` (0 = most superior); return (SOP UID, InstanceNumber)."""
+    info, grid, acq = plan.series, plan.grid, plan.acq
+    n = len(plan.z_positions)
+    z = plan.z_positions[index]
+    feet_first = plan.patient_position == "FFS"
+    # Head-first scans run head to feet, feet-first scans feet to head.
+    inst = (n - index) if feet_first else (index + 1)
+    sop = det_uid(*info.seed_parts, "sop", index)
+    if feet_first:  # row direction -x: the canonical image mirrored left-right
+        hu = hu[:, ::-1]
+        iop = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ipp = [grid.x0 + (grid.cols - 1) * grid.spacing, grid.y0, z]
+    else:
+        iop = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ipp = [grid.x0, grid.y0, z]
+    if plan.signed:
+        pixels = np.rint(hu).astype(np.int16)
+        intercept, rep, bits = 0.0, 1, 16
+    else:
+        pixels = np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
+        intercept, rep, bits = -1024.0, 0, 12
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = info.study_date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = info.study_time
+    ds.AccessionNumber = info.accession
+    ds.Modality = "CT"
+    ds.Manufacturer = "l3node"
+    ds.ManufacturerModelName = "synthetic phantom"
+    ds.InstitutionName = "l3node phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = f"Phantom {plan.request.preset}"
+    ds.SeriesDescription = f"Phantom {acq.thickness:g} mm {plan.request.preset}"
+    ds.PatientName = info.patient_name
+    ds.PatientID = info.patient_id
+    ds.PatientBirthDate = info.birth_date
+    ds.PatientSex = plan.patient.sex
+    ds.PatientAge = f"{plan.patient.age:03d}Y"
+    ds.ContrastBolusAgent = "IODINATED" if plan.patient.contrast != "none" else None
+    if ds.ContrastBolusAgent is None:
+        del ds.ContrastBolusAgent
+    ds.BodyPartExamined = (
+        "WHOLEBODY"
+        if plan.request.preset == "whole-body"
+        else "CHEST"
+        if (plan.request.preset == "chest")
+        else "HEADNECK"
+        if plan.request.preset == "head-neck"
+        else "ABDOMEN"
+    )
+    ds.SliceThickness = f"{acq.thickness:g}"
+    ds.KVP = f"{info.kvp:g}"
+    ds.ConvolutionKernel = info.kernel
+    ds.PatientPosition = plan.patient_position
+    ds.StudyInstanceUID = info.study_uid
+    ds.SeriesInstanceUID = info.series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = info.series_number
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = inst
+    ds.ImagePositionPatient = [f"{v:.3f}" for v in ipp]
+    ds.ImageOrientationPatient = [f"{v:g}" for v in iop]
+    ds.FrameOfReferenceUID = info.for_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = f"{z:.3f}"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = grid.rows, grid.cols
+    ds.PixelSpacing = [f"{grid.spacing:g}", f"{grid.spacing:g}"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = rep
+    ds.RescaleIntercept = f"{intercept:g}"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
+    ds.PixelData = pixels.tobytes()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    ts = TS_UIDS[plan.request.transfer_syntax]
+    if ts != ExplicitVRLittleEndian:
+        ds.compress(ts, pixels, generate_instance_uid=False)
+    path = Path(out_dir) / f"CT{inst:05d}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return sop, inst

@@ -1,0 +1,117 @@
+"""Pictures of a generated phantom: sagittal and coronal reformats with the vertebra levels
+marked, and axial slices at L1, L3 and L5 — what ``docs/phantom.md`` shows.
+
+Reads one slice at a time and keeps only the reformat lines, so a 1 mm whole-body series
+needs a few MB.  Run: ``python -m l3node.phantom.figures STUDY_DIR OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+
+def _hu(ds: pydicom.Dataset) -> np.ndarray:
+    arr = ds.pixel_array.astype(np.float32)
+    arr = arr * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    if next(map(float, ds.ImageOrientationPatient)) < 0:  # feet-first: mirror back
+        arr = arr[:, ::-1]
+    return arr
+
+
+def _window(a: np.ndarray, lo: float = -250.0, hi: float = 450.0) -> np.ndarray:
+    return np.clip((a - lo) / (hi - lo), 0, 1)
+
+
+def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    truth = json.loads((study / "truth.json").read_text())
+    s = truth["series"]
+    sops = s["sop_instance_uids"]
+    files = {
+        pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
+        for f in sorted(study.glob("*.dcm"))
+    }
+    grid = truth["grid"]
+    l3 = next(v for v in truth["vertebrae"] if v["name_from_sacrum"] == "L3")
+    cx, cy = l3["center_xy_mm"]
+    col = round((cx - grid["x0"]) / grid["spacing"])
+    row = round((cy - grid["y0"]) / grid["spacing"])
+    sag, cor, axials = [], [], {}
+    wanted = {}
+    for name in ("L1", "L3", "L5"):
+        v = next(v for v in truth["vertebrae"] if v["name_from_sacrum"] == name)
+        if v["slice_range"]:
+            wanted[(v["slice_range"][0] + v["slice_range"][1]) // 2] = name
+    for i, uid in enumerate(sops):
+        a = _hu(pydicom.dcmread(files[uid]))
+        sag.append(a[:, col])
+        cor.append(a[row, :])
+        if i in wanted:
+            axials[wanted[i]] = a
+    zs = np.asarray(s["z_positions_mm"])
+    extent_sag = [grid["y0"], grid["y0"] + grid["spacing"] * grid["rows"], zs[-1], zs[0]]
+    extent_cor = [grid["x0"], grid["x0"] + grid["spacing"] * grid["cols"], zs[-1], zs[0]]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    height = max(6.0, (zs[0] - zs[-1]) / 120.0)
+    fig, axs = plt.subplots(1, 2, figsize=(12, height))
+    for ax, img, ext, title in (
+        (axs[0], np.array(sag), extent_sag, "sagittal (y →)"),
+        (axs[1], np.array(cor), extent_cor, "coronal (x →)"),
+    ):
+        ax.imshow(_window(img), cmap="gray", extent=ext, aspect="equal")
+        ax.set_title(title)
+        for v in truth["vertebrae"]:
+            zlo, zhi = v["z_range_mm"]
+            if zhi < zs[-1] or zlo > zs[0]:
+                continue
+            colr = "yellow" if v["name_from_sacrum"] == "L3" else "cyan"
+            ax.axhline(zhi, color=colr, lw=0.4, alpha=0.6)
+            ax.text(
+                ext[1] - 5,
+                0.5 * (zlo + zhi),
+                v["name_from_sacrum"],
+                color=colr,
+                fontsize=6,
+                ha="right",
+                va="center",
+            )
+        if truth["l3"]["present"]:
+            ax.axhline(truth["l3"]["middle_z_mm"], color="red", lw=1.0)
+        ax.set_xlabel("mm")
+    axs[0].set_ylabel("z (mm)")
+    fig.tight_layout()
+    p = out / f"{stem}-reformats.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
+    if axials:
+        fig, axs = plt.subplots(1, len(axials), figsize=(5 * len(axials), 5))
+        axs = np.atleast_1d(axs)
+        for ax, name in zip(axs, ("L1", "L3", "L5"), strict=False):
+            if name in axials:
+                ax.imshow(_window(axials[name]), cmap="gray")
+                ax.set_title(f"axial, middle of {name}")
+            ax.axis("off")
+        fig.tight_layout()
+        p = out / f"{stem}-axial.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+if __name__ == "__main__":
+    for path in make_figures(
+        Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "phantom"
+    ):
+        print(path)
