@@ -416,11 +416,16 @@ def _place_landmarks(p: Patient, rng: np.random.Generator) -> None:
     lm["right_dome"] = float(rng.uniform(t10.z_lo, t9.z_hi))
     lm["left_dome"] = lm["right_dome"] - float(rng.uniform(5, 25))
     t12 = p.by_name("T12")
-    lm["left_kidney_upper"] = float(rng.uniform(t12.z_lo - 5, t12.z_hi + 12))
-    lm["kidney_length"] = float(rng.normal(110, 10) * s)
-    lm["right_kidney_upper"] = lm["left_kidney_upper"] - float(rng.uniform(12, 25))
-    lm["left_kidney_lower"] = lm["left_kidney_upper"] - lm["kidney_length"]
-    lm["right_kidney_lower"] = lm["right_kidney_upper"] - lm["kidney_length"] * 1.0
+    # Kidneys: lower pole about L3 (upper pole then near T12), the right 12-25 mm lower but
+    # never below L4 (ANATOMY §3: left T11/12-L2/3, right T12/L1-L3).
+    length = float(np.clip(rng.normal(110, 10), 85, 135) * s)
+    lm["kidney_length"] = length
+    left_lower = float(rng.uniform(l3.z_lo - 8, p.vertebra("L2").z_lo))
+    right_lower = max(left_lower - float(rng.uniform(12, 25)), l4.z_lo + 3.0)
+    lm["left_kidney_lower"] = left_lower
+    lm["right_kidney_lower"] = right_lower
+    lm["left_kidney_upper"] = left_lower + length
+    lm["right_kidney_upper"] = right_lower + length
     l1, l2 = p.vertebra("L1"), p.vertebra("L2")
     lm["liver_tip"] = float(
         rng.uniform(l2.z_lo - 10, l2.z_hi) if rng.random() < 0.6 else rng.uniform(l3.z_lo, l1.z_hi)

@@ -33,6 +33,7 @@ class Scene:
     zmax: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dome: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     metal: list[Primitive] = field(default_factory=list)
+    hu: dict[str, float] = field(default_factory=dict)
 
     def finish(self) -> Scene:
         self.prims.sort(key=lambda q: q.layer)  # stable: insertion order within a layer
@@ -315,7 +316,7 @@ def build_scene(p: Patient, rng: np.random.Generator) -> Scene:
     _ribs(b)
     _muscles(b)
     _vessels(b)
-    scene = Scene(prims=b.prims, metal=b.metal, dome=dome)
+    scene = Scene(prims=b.prims, metal=b.metal, dome=dome, hu=b.hu)
     return scene.finish()
 
 

@@ -72,6 +72,7 @@ class Plan:
     truncated: str  # "" | "bottom" | "top"
     series: SeriesInfo
     scene_seed: int
+    hu: dict[str, float]
 
 
 def plan_study(req: StudyRequest) -> Plan:
@@ -130,7 +131,19 @@ def plan_study(req: StudyRequest) -> Plan:
     )
     position = "FFS" if rng.random() < 0.2 else "HFS"
     series = SeriesInfo.draw(rng, req, p, thickness, position)
-    return Plan(req, p, z_positions, grid, acq, position, signed, truncated, series, scene_rng_seed)
+    return Plan(
+        req,
+        p,
+        z_positions,
+        grid,
+        acq,
+        position,
+        signed,
+        truncated,
+        series,
+        scene_rng_seed,
+        scene.hu,
+    )
 
 
 def _body_width(scene: Scene, zs: list[float]) -> float:
@@ -319,4 +332,5 @@ def make_truth(plan: Plan, sops: list[str], instance_numbers: list[int]) -> dict
         "pixel_signed": plan.signed,
         "patient": {k: v for k, v in p.to_json().items() if k not in ("vertebrae", "landmarks")},
         "scene_seed": plan.scene_seed,
+        "tissue_hu": {k: round(v, 1) for k, v in plan.hu.items()},
     }
