@@ -188,9 +188,9 @@ class _Builder:
         ctrl = [  # (z, lateral inset, anterior wall, posterior offset from spine axis)
             (lm["crotch"] + 15, -1, 40, -10),
             (lm["hip"], -2, 28, -8),
-            (p.z_s1_top, 20, 18, 0),
-            (p.vertebra("L3").z_mid, 16, 13, 4),
-            (v("T12").z_mid, 18, 14, 20),
+            (p.z_s1_top, 20, 18, 10),
+            (p.vertebra("L3").z_mid, 16, 13, 24),
+            (v("T12").z_mid, 18, 14, 28),
             (v("T9").z_mid, 22, 17, 30),
             (v("T6").z_mid, 24, 18, 30),
             (v("T3").z_mid, 34, 24, 28),
@@ -1044,7 +1044,7 @@ def _bowel(b: _Builder, l1: Vertebra, l2: Vertebra, l3: Vertebra) -> None:
         )
     # Small bowel: persistent random walks in the mid and lower abdomen.
     oral = rng.random() < 0.2
-    for _ in range(10):
+    for _ in range(18):
         z0 = rng.uniform(crest - 60 * s, l2.z_hi)
         cur = np.array(rel(rng.uniform(-0.4, 0.4), rng.uniform(-0.5, 0.2), z0))
         d = rng.normal(0, 1, 3)
@@ -1286,14 +1286,15 @@ def _spine(b: _Builder) -> None:
                 )
             # Laminae: from the pedicles round the back of the canal, reaching below the body.
             junction = (v.cx, yb + canal_d + 4 * s)
+            lam_r = (4.8 if lum else 3.6) * s  # thick laminae with a cancellous core
             for dz in (0.0, -0.3 * hgt, -0.6 * hgt):
-                b.capsule(
-                    (v.cx + side * sx, ped_end_y, zp + dz),
-                    (junction[0], junction[1], zp + dz - 3 * s),
-                    3.2 * s,
-                    h["cortex"] * 0.85,
-                    Region.BONE,
-                    L_CORTEX,
+                b.bone_chain(
+                    [
+                        (v.cx + side * sx, ped_end_y, zp + dz),
+                        (junction[0], junction[1], zp + dz - 3 * s),
+                    ],
+                    lam_r,
+                    shell=1.4,
                 )
             # Facets: superior articular process up to the disc above, inferior one down.
             fx = v.cx + side * (sx + 2 * s)
@@ -1351,7 +1352,7 @@ def _spine(b: _Builder) -> None:
         for dz in (-7 * s, 0.0, 7 * s) if lum else (0.0,):
             b.bone_chain(
                 [(base[0], base[1], base[2] + dz), (tip[0], tip[1], tip[2] + dz * 0.8)],
-                3.6 * s,
+                (4.6 if lum else 3.6) * s,
                 shell=1.3,
             )
     # Canal (CSF) and cord down to the conus at about L1.
@@ -1429,7 +1430,7 @@ def _muscles(b: _Builder) -> None:
         cy = min(v.cy + 0.5 * v.depth + (40 if lum else 32) * s, back - ay - 2.0)
         for side in (-1, 1):
             # A thin fat plane round each muscle keeps neighbours apart, as on real CT.
-            for grow, hu in ((2.5, h["fat"]), (0.0, m)):
+            for grow, hu in ((1.5, h["fat"]), (0.0, m)):
                 b.add(
                     Cylinder(
                         hu=hu,
@@ -1473,7 +1474,7 @@ def _muscles(b: _Builder) -> None:
         pts.append((side * (hip_x + 5 * s), hip_y + 10 * s, zh - 55 * s))
         radii.append(11 * s)
         if len(pts) >= 2:
-            b.chain(pts, [r + 2.5 for r in radii[1:]], h["fat"], Region.MUSCLE, L_MUSCLE)
+            b.chain(pts, [r + 1.5 for r in radii[1:]], h["fat"], Region.MUSCLE, L_MUSCLE)
             b.chain(pts, radii[1:], m, Region.MUSCLE, L_MUSCLE)
         # Quadratus lumborum, from the 12th rib to the crest.
         t12 = p.by_name("T12")
@@ -1482,7 +1483,7 @@ def _muscles(b: _Builder) -> None:
             (p.l3.cx + side * (0.5 * p.l3.width + 30 * s), p.l3.cy + 24 * s, p.l3.z_mid),
             (side * 75 * s, p.vertebra("L5").cy + 20 * s, lm["iliac_crest"] - 5),
         ]
-        b.chain(ql, [9 * s * mus + 2.5, 13 * s * mus + 2.5], h["fat"], Region.MUSCLE, L_MUSCLE)
+        b.chain(ql, [9 * s * mus + 1.5, 13 * s * mus + 1.5], h["fat"], Region.MUSCLE, L_MUSCLE)
         b.chain(ql, [9 * s * mus, 13 * s * mus], m, Region.MUSCLE, L_MUSCLE)
         # Iliacus in the iliac fossa; gluteus maximus and medius outside the pelvis.
         crest = lm["iliac_crest"]
