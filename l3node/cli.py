@@ -8,8 +8,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
+    from .localize.localizer import Result
+    from .localize.model import LoadedModel
+    from .localize.series import CTSeries
 
 
 def _add_phantom(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +117,121 @@ def describe_truth(folder: Path, truth: dict, seconds: float | None = None) -> s
     return "\n".join(lines)
 
 
+def default_model_dir() -> Path:
+    """``$L3NODE_MODEL``, else the model shipped beside the package (``models/default``)."""
+    import os
+
+    env = os.environ.get("L3NODE_MODEL")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="find the L3 slice in a folder of CT slices",
+        description="Load the axial CT series in SERIES_DIR, run the L3 localizer and print "
+        "the L3 slice (index in superior-to-inferior order, SOPInstanceUID, InstanceNumber, z), "
+        "the confidence, and timings.  Exit 0 when found, 3 when not found, 1 on error.",
+    )
+    p.add_argument("series_dir", type=Path, metavar="SERIES_DIR")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model artifact folder (default: $L3NODE_MODEL or models/default)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--png", type=Path, default=None, help="write a QC picture here")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="run every slice through the network (default: coarse-to-fine)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16 autocast (faster on CPUs with bf16 support)")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .localize.localizer import Localizer, pick_device
+    from .localize.model import ArtifactError, load_artifact
+    from .localize.series import SeriesError, load_series
+
+    model_dir = args.model or default_model_dir()
+    t0 = time.perf_counter()
+    try:
+        device = pick_device(args.device)
+        model = load_artifact(model_dir, device=device)
+        series = load_series(args.series_dir)
+    except (ArtifactError, SeriesError, ValueError) as exc:
+        if args.json:
+            print(json.dumps({"status": "error", "reason": str(exc)}))
+        else:
+            print(f"status: error\nreason: {exc}")
+        return 1
+    t_load = time.perf_counter() - t0
+    loc = Localizer(model, batch_size=args.batch_size, precision=args.precision, device=device)
+    res = loc.run(series, exhaustive=args.exhaustive)
+    out = predict_summary(series, res, model, t_load)
+    if args.png:
+        from .localize.qc import qc_png
+
+        qc_png(series, res, args.png, title=f"{series.series_instance_uid} — model "
+               f"{model.spec.version} ({model.spec.input_mode})")
+        out["png"] = str(args.png)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(_format_predict(out))
+    return 0 if res.status == "found" else 3
+
+
+def predict_summary(series: CTSeries, res: Result, model: LoadedModel, load_s: float) -> dict:
+    d = res.decision
+    out: dict = {
+        "status": res.status,
+        "series_instance_uid": series.series_instance_uid,
+        "slice_count": res.slice_count,
+        "evaluated": res.evaluated,
+        "model": {"version": model.spec.version, "input_mode": model.spec.input_mode,
+                  "sha256": model.sha256[:16]},
+        "timings_s": {"load": round(load_s, 3), "decode": round(res.timings.decode_s, 3),
+                      "preprocess": round(res.timings.preprocess_s, 3),
+                      "inference": round(res.timings.inference_s, 3),
+                      "localize": round(res.timings.total_s, 3)},
+        "skipped_files": [f"{p.name}: {why}" for p, why in series.skipped],
+    }
+    if d is not None and d.status == "found" and d.index is not None:
+        sl = series.slices[d.index]
+        out["l3"] = {"index": d.index, "first": d.first, "last": d.last,
+                     "sop_instance_uid": sl.sop_instance_uid,
+                     "instance_number": sl.instance_number, "z_mm": round(sl.z_mm, 3),
+                     "confidence": d.confidence}
+    else:
+        out["reason"] = res.reason
+    return out
+
+
+def _format_predict(o: dict) -> str:
+    lines = [f"status: {o['status']}"]
+    if "l3" in o:
+        l3 = o["l3"]
+        lines += [
+            f"L3 slice: index {l3['index']} of {o['slice_count']} (sorted superior to "
+            f"inferior), InstanceNumber {l3['instance_number']}, z = {l3['z_mm']:.1f} mm",
+            f"SOPInstanceUID: {l3['sop_instance_uid']}",
+            f"confidence: {l3['confidence']:.2f} (L3 run: slices {l3['first']}..{l3['last']})",
+        ]
+    else:
+        lines.append(f"reason: {o.get('reason', '')}")
+    t = o["timings_s"]
+    lines.append(f"evaluated {o['evaluated']} of {o['slice_count']} slices; time: load "
+                 f"{t['load']:.2f} s, decode {t['decode']:.2f} s, preprocess "
+                 f"{t['preprocess']:.2f} s, inference {t['inference']:.2f} s, localize "
+                 f"{t['localize']:.2f} s")
+    if o["skipped_files"]:
+        lines.append(f"skipped {len(o['skipped_files'])} files: " + "; ".join(
+            o["skipped_files"][:5]))
+    if "png" in o:
+        lines.append(f"QC picture: {o['png']}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="l3node",
@@ -119,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"l3node {__version__}")
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     _add_phantom(sub)
+    _add_predict(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..localize.decision import middle_index
 from .anatomy import GENERATOR_VERSION, Patient, draw_patient
 from .dicom import SeriesInfo, write_slice
 from .render import Acquisition, Grid, render_slice
@@ -230,15 +231,6 @@ def slice_range(zs: np.ndarray, z_lo: float, z_hi: float) -> tuple[int, int] | N
     if idx.size == 0:
         return None
     return int(idx.min()), int(idx.max())
-
-
-def middle_index(first: int, last: int) -> int:
-    """The L3 slice reported for a run of slices: the middle one (the upper on a tie).
-
-    Sorted order is superior to inferior, so ``floor`` picks the more superior of two.
-    The localizer uses this same function.
-    """
-    return (first + last) // 2
 
 
 def make_truth(plan: Plan, sops: list[str], instance_numbers: list[int]) -> dict:

@@ -1,0 +1,68 @@
+"""The QC picture a person checks first: a sagittal reformat with the L3 line, the axial
+L3 slice, and the probability profile beside the reformat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .localizer import Result
+from .series import CTSeries
+
+MAX_ROWS = 400
+
+
+def _win(a: np.ndarray, lo: float = -250.0, hi: float = 450.0) -> np.ndarray:
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+
+
+def qc_png(series: CTSeries, result: Result, path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(series)
+    step = max(1, int(np.ceil(n / MAX_ROWS)))
+    idx = list(range(0, n, step))
+    z = series.z_mm
+    first = series.slices[0]
+    col = first.columns // 2
+    sag = np.stack([series.hu([i])[0][:, col] for i in idx])
+    dy = first.pixel_spacing[0]
+    fig = plt.figure(figsize=(12, 7))
+    ax_s = fig.add_axes((0.03, 0.06, 0.3, 0.86))
+    ax_p = fig.add_axes((0.34, 0.06, 0.1, 0.86), sharey=ax_s)
+    ax_a = fig.add_axes((0.47, 0.06, 0.5, 0.86))
+    ax_s.imshow(_win(sag), cmap="gray", aspect="auto",
+                extent=(0, first.rows * dy, z[idx[-1]], z[idx[0]]))
+    ax_s.set_ylabel("z (mm)")
+    ax_s.set_title("sagittal (image centre)")
+    if result.probs is not None:
+        ax_p.plot(result.probs, z, lw=0.8, color="tab:blue", label="p(L3)")
+        if result.decision is not None and result.decision.smoothed is not None:
+            ax_p.plot(result.decision.smoothed, z, lw=1.2, color="tab:orange", label="smoothed")
+        ax_p.set_xlim(0, 1)
+        ax_p.set_title("profile")
+        ax_p.tick_params(labelleft=False)
+    d = result.decision
+    if d is not None and d.status == "found" and d.index is not None:
+        zl = z[d.index]
+        for ax in (ax_s, ax_p):
+            ax.axhline(zl, color="red", lw=1.2)
+            ax.axhspan(z[d.last], z[d.first], color="yellow", alpha=0.15)
+        ax_a.imshow(_win(series.hu([d.index])[0]), cmap="gray")
+        ax_a.set_title(f"L3: slice {d.index + 1}/{n}, z = {zl:.1f} mm, "
+                       f"confidence {d.confidence:.2f}")
+    else:
+        ax_a.text(0.5, 0.5, f"L3 not found\n{result.reason}", ha="center", va="center",
+                  wrap=True)
+    ax_a.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

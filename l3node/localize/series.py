@@ -1,0 +1,298 @@
+"""Find the axial CT series in a folder and order its slices; decode only what is asked.
+
+Headers are read first (pixel data deferred, not read), so choosing a series and ordering it costs a
+fraction of decoding it; pixel data is decoded per slice, on demand, by :meth:`CTSeries.hu`.
+
+Slices are ordered by their position along the slice normal (``ImagePositionPatient`` ·
+(row × column direction)), never by InstanceNumber or file name, and then presented
+superior to inferior: index 0 is the most superior slice, for head-first and feet-first
+scans alike.  This is the order ``truth.json`` of the phantom uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+log = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+AXIAL_TOLERANCE_DEG = 5.0  # slice normal within this of the patient z axis
+GANTRY_TILT_TOLERANCE_DEG = 2.0  # slice stack direction vs slice normal
+MIN_SLICES = 8
+LARGE_GAP_FACTOR = 3.0  # a gap this many times the usual spacing ...
+LARGE_GAP_MIN_MM = 12.0  # ... and at least this wide is an error
+
+
+class SeriesError(ValueError):
+    """No usable axial CT series; the message says why."""
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """What the localizer needs from one slice, read without its pixel data."""
+
+    path: Path
+    sop_instance_uid: str
+    instance_number: int | None
+    position_mm: float  # along the slice normal
+    z_mm: float  # patient z of the slice centre
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float]  # row spacing, column spacing
+    slice_thickness: float | None
+
+
+@dataclass
+class CTSeries:
+    """One axial CT series, sorted superior to inferior."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    slices: list[SliceHeader]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    description: str = ""
+    image_type: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @property
+    def z_mm(self) -> np.ndarray:
+        return np.array([s.z_mm for s in self.slices], dtype=np.float64)
+
+    @property
+    def spacing_mm(self) -> float:
+        """Median distance between neighbouring slices."""
+        z = self.z_mm
+        return float(np.median(np.abs(np.diff(z)))) if len(z) > 1 else 0.0
+
+    @property
+    def slice_thickness_mm(self) -> float:
+        t = [s.slice_thickness for s in self.slices if s.slice_thickness]
+        return float(np.median(t)) if t else self.spacing_mm
+
+    def hu(self, indices: Sequence[int]) -> np.ndarray:
+        """Decode the given slices to HU (float32, N × rows × columns).
+
+        Each image is returned in the canonical orientation (patient right on the left, anterior
+        at the top): feet-first images stored with a mirrored row direction are flipped back.
+        """
+        first = self.slices[0]
+        out = np.empty((len(indices), first.rows, first.columns), dtype=np.float32)
+        for k, i in enumerate(indices):
+            out[k] = read_hu(self.slices[i].path)
+        return out
+
+
+def read_hu(path: Path) -> np.ndarray:
+    """One slice's pixels in HU, canonical orientation (see :meth:`CTSeries.hu`)."""
+    ds = pydicom.dcmread(path)
+    arr = ds.pixel_array.astype(np.float32)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope != 1.0:
+        arr *= slope
+    if intercept:
+        arr += intercept
+    iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    if iop[0] < 0:
+        arr = arr[:, ::-1]
+    if iop[4] < 0:
+        arr = arr[::-1, :]
+    return np.ascontiguousarray(arr)
+
+
+def _uid(ds: pydicom.Dataset, keyword: str, meta_keyword: str | None = None) -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    if not value and meta_keyword and hasattr(ds, "file_meta"):
+        value = str(ds.file_meta.get(meta_keyword, "") or "").strip()
+    return value
+
+
+def _normal(iop: np.ndarray) -> np.ndarray:
+    n = np.cross(iop[:3], iop[3:])
+    return n / np.linalg.norm(n)
+
+
+@dataclass
+class _Candidate:
+    headers: list[tuple[SliceHeader, np.ndarray, np.ndarray]] = field(default_factory=list)
+    study_uid: str = ""
+    description: str = ""
+    image_type: tuple[str, ...] = ()
+    primary: bool = True
+    localizer: bool = False
+
+
+def scan_folder(folder: Path) -> tuple[dict[str, _Candidate], list[tuple[Path, str]]]:
+    """Read every file's header; group CT images by SeriesInstanceUID.
+
+    Files that are not DICOM, not CT, or lack geometry are skipped and named with the reason.
+    Files with an empty SeriesInstanceUID (seen in de-identified data) are grouped together
+    by their Frame of Reference, or into one anonymous group.
+    """
+    groups: dict[str, _Candidate] = defaultdict(_Candidate)
+    skipped: list[tuple[Path, str]] = []
+    paths = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    for path in paths:
+        if path.name in ("truth.json", "DICOMDIR") or path.suffix in (".json", ".png", ".txt"):
+            continue
+        try:
+            # defer_size: large values (pixel data) are skipped, not read, yet their presence
+            # is known; cheaper than decoding and one read per file.
+            ds = pydicom.dcmread(path, defer_size=2048)
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
+            skipped.append((path, f"unreadable: {exc.__class__.__name__}: {exc}"))
+            continue
+        sop_class = _uid(ds, "SOPClassUID", "MediaStorageSOPClassUID")
+        modality = str(ds.get("Modality", "")).upper()
+        if sop_class not in (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE) and modality != "CT":
+            skipped.append((path, f"not a CT image (SOP class {sop_class or 'missing'})"))
+            continue
+        if sop_class == ENHANCED_CT_IMAGE_STORAGE:
+            skipped.append((path, "Enhanced CT (multi-frame) is not supported yet"))
+            continue
+        try:
+            iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+            ipp = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+            spacing = tuple(float(v) for v in ds.PixelSpacing)
+            rows, cols = int(ds.Rows), int(ds.Columns)
+        except (AttributeError, TypeError, ValueError) as exc:
+            skipped.append((path, f"no image geometry ({exc})"))
+            continue
+        if iop.shape != (6,) or ipp.shape != (3,) or len(spacing) != 2:
+            skipped.append((path, "malformed ImageOrientationPatient/ImagePositionPatient"))
+            continue
+        if "PixelData" not in ds:
+            skipped.append((path, "no pixel data"))
+            continue
+        image_type = tuple(str(v).upper() for v in ds.get("ImageType", []) or [])
+        series_uid = _uid(ds, "SeriesInstanceUID")
+        key = series_uid or f"(no SeriesInstanceUID; frame of reference "\
+            f"{_uid(ds, 'FrameOfReferenceUID') or 'unknown'})"
+        normal = _normal(iop)
+        inst = ds.get("InstanceNumber")
+        thick = ds.get("SliceThickness")
+        header = SliceHeader(
+            path=path,
+            sop_instance_uid=_uid(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+            instance_number=int(inst) if inst not in (None, "") else None,
+            position_mm=float(ipp @ normal),
+            z_mm=float(ipp[2]),
+            rows=rows,
+            columns=cols,
+            pixel_spacing=(spacing[0], spacing[1]),
+            slice_thickness=float(thick) if thick not in (None, "") else None,
+        )
+        g = groups[key]
+        g.headers.append((header, iop, ipp))
+        g.study_uid = g.study_uid or _uid(ds, "StudyInstanceUID")
+        g.description = g.description or str(ds.get("SeriesDescription", ""))
+        g.image_type = g.image_type or image_type
+        g.primary = g.primary and ("ORIGINAL" in image_type or not image_type)
+        g.localizer = g.localizer or "LOCALIZER" in image_type
+    for path, why in skipped:
+        log.warning("skipped %s: %s", path.name, why)
+    return dict(groups), skipped
+
+
+def build_series(key: str, cand: _Candidate, skipped: list[tuple[Path, str]]) -> CTSeries:
+    """Validate one candidate and sort it; raises :class:`SeriesError` with the reason."""
+    headers = cand.headers
+    if len(headers) < MIN_SLICES:
+        raise SeriesError(
+            f"series {key} has {len(headers)} slices; at least {MIN_SLICES} are needed"
+        )
+    iops = np.array([h[1] for h in headers])
+    if np.abs(iops - iops[0]).max() > 1e-3:
+        raise SeriesError(f"series {key} mixes image orientations")
+    normal = _normal(iops[0])
+    tilt_from_axial = np.degrees(np.arccos(min(abs(normal[2]), 1.0)))
+    if tilt_from_axial > AXIAL_TOLERANCE_DEG:
+        raise SeriesError(
+            f"series {key} is not axial: slice normal is {tilt_from_axial:.1f}° from the "
+            f"patient z axis (tolerance {AXIAL_TOLERANCE_DEG}°)"
+        )
+    order = sorted(range(len(headers)), key=lambda i: headers[i][0].position_mm)
+    pos = np.array([headers[i][0].position_mm for i in order])
+    ipps = np.array([headers[i][2] for i in order])
+    steps = np.diff(pos)
+    if np.any(steps < 1e-3):
+        k = int(np.argmin(steps))
+        a, b = headers[order[k]][0], headers[order[k + 1]][0]
+        raise SeriesError(
+            f"series {key} has two slices at the same position {pos[k]:.2f} mm "
+            f"({a.path.name}, {b.path.name})"
+        )
+    # Gantry tilt: the stack of slice origins must run along the normal.
+    stack = ipps[-1] - ipps[0]
+    stack_angle = np.degrees(np.arccos(min(abs(stack @ normal) / np.linalg.norm(stack), 1.0)))
+    if stack_angle > GANTRY_TILT_TOLERANCE_DEG:
+        raise SeriesError(
+            f"series {key} has a gantry tilt of {stack_angle:.1f}° (tolerance "
+            f"{GANTRY_TILT_TOLERANCE_DEG}°)"
+        )
+    usual = float(np.median(steps))
+    big = steps > max(LARGE_GAP_FACTOR * usual, LARGE_GAP_MIN_MM)
+    if np.any(big):
+        k = int(np.argmax(steps))
+        raise SeriesError(
+            f"series {key} has a gap of {steps[k]:.1f} mm between {pos[k]:.1f} and "
+            f"{pos[k + 1]:.1f} mm along the normal (usual spacing {usual:.2f} mm)"
+        )
+    sorted_headers = [headers[i][0] for i in order]
+    if sorted_headers[0].z_mm < sorted_headers[-1].z_mm:
+        sorted_headers.reverse()  # superior first
+    return CTSeries(
+        series_instance_uid=key,
+        study_instance_uid=cand.study_uid,
+        slices=sorted_headers,
+        skipped=skipped,
+        description=cand.description,
+        image_type=cand.image_type,
+    )
+
+
+def load_series(folder: Path, series_uid: str | None = None) -> CTSeries:
+    """The axial CT series in ``folder`` (the one named, else the best candidate).
+
+    The best candidate is ORIGINAL/PRIMARY, not a localizer, valid, and has the most slices.
+    Raises :class:`SeriesError` naming every candidate's problem when none is usable.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SeriesError(f"{folder} is not a folder")
+    groups, skipped = scan_folder(folder)
+    if series_uid is not None:
+        groups = {k: v for k, v in groups.items() if k == series_uid}
+    if not groups:
+        detail = f"; {len(skipped)} files skipped" if skipped else ""
+        raise SeriesError(f"no CT series in {folder}{detail}")
+    ranked = sorted(groups.items(), key=lambda kv: _rank(kv[1]), reverse=True)
+    problems = []
+    for key, cand in ranked:
+        if cand.localizer:
+            problems.append(f"{key}: localizer/scout images")
+            continue
+        try:
+            return build_series(key, cand, skipped)
+        except SeriesError as exc:
+            problems.append(str(exc))
+    raise SeriesError("no usable axial CT series: " + "; ".join(problems))
+
+
+def _rank(c: _Candidate) -> tuple[int, int, int]:
+    return (int(not c.localizer), int(c.primary), len(c.headers))
+
+
+def candidate_summary(groups: Iterable[tuple[str, _Candidate]]) -> list[str]:
+    return [f"{k}: {len(c.headers)} slices, {c.description!r}" for k, c in groups]
