@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     n = len(cases)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(n)
-    n_val = int(round(n * args.val_fraction))
+    n_val = round(n * args.val_fraction)
     val, tr = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
     heights = [(c.l3_last - c.l3_first + 1) * cache.spacing_mm[i]
                for i, c in enumerate(cases) if c.l3_first is not None

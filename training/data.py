@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +35,9 @@ class Case:
 def cases_from_phantoms(root: Path) -> list[Case]:
     """Every ``truth.json`` under ``root`` becomes a case."""
     out = []
-    for tj in sorted(Path(root).rglob("truth.json")):
+    found = [Path(d) / "truth.json" for d, _, files in os.walk(root, followlinks=True)
+             if "truth.json" in files]
+    for tj in sorted(found):
         t = json.loads(tj.read_text())
         l3 = t["l3"]
         out.append(Case(

@@ -206,7 +206,7 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
             clip_gradients(net, cfg)
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += int(((logits.detach().float() > 0) == (y > 0.5)).sum())
             seen += len(idx)
         rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),

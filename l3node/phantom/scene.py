@@ -22,6 +22,7 @@ Point = tuple[float, float, float]
 L_TABLE, L_OUTER, L_LEAN, L_CAVITY, L_LUNG, L_LUNGVES = 0, 10, 20, 30, 35, 36
 L_BOWEL, L_ORGAN, L_ORGAN2, L_MUSCLE, L_VESSEL, L_CANAL = 40, 45, 46, 50, 55, 60
 L_CORTEX, L_MARROW, L_CARVE, L_METAL = 70, 71, 72, 80
+L_JOINT = 73  # bones that sit inside a socket painted earlier (femoral heads)
 
 
 @dataclass
@@ -101,12 +102,19 @@ class _Builder:
             self.chain(pts, r - shell, marrow, Region.BONE, L_MARROW, texture_hu=25.0)
 
     def bone_ellipsoid(
-        self, c: Point, axes: Point, shell: float = 1.5, marrow: float | None = None, **kw
+        self,
+        c: Point,
+        axes: Point,
+        shell: float = 1.5,
+        marrow: float | None = None,
+        layer: int = L_CORTEX,
+        **kw,
     ) -> None:
+        """An ellipsoidal bone: cortex at ``layer``, cancellous core just after it."""
         marrow = self.hu["cancellous"] if marrow is None else marrow
         self.add(
             Ellipsoid(
-                hu=self.hu["cortex"], region=Region.BONE, layer=L_CORTEX, center=c, axes=axes, **kw
+                hu=self.hu["cortex"], region=Region.BONE, layer=layer, center=c, axes=axes, **kw
             )
         )
         inner = tuple(max(a - shell, 0.5) for a in axes)
@@ -114,7 +122,7 @@ class _Builder:
             Ellipsoid(
                 hu=marrow,
                 region=Region.BONE,
-                layer=L_MARROW,
+                layer=L_MARROW if layer == L_CORTEX else layer,
                 center=c,
                 axes=inner,
                 texture_hu=25.0,
@@ -570,7 +578,7 @@ def _limbs(b: _Builder) -> None:
             b.metal.append(cup)
             b.bone_chain([shaft_top, knee], 13 * s, shell=4.5, marrow=h["marrow"])
         else:
-            b.bone_ellipsoid(head, (r_head,) * 3, shell=1.5)
+            b.bone_ellipsoid(head, (r_head,) * 3, shell=1.5, layer=L_JOINT)
             b.bone_chain([head, gt], 13 * s, shell=2.0, marrow=h["cancellous"])
             b.bone_ellipsoid(gt, (14 * s, 17 * s, 24 * s))
             b.bone_ellipsoid(
