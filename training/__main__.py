@@ -84,6 +84,106 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_cases(args: argparse.Namespace) -> list:
+    from .data import cases_from_phantoms
+    from .labels import case_from_mask, cases_from_csv
+
+    cases = []
+    if args.data:
+        cases += cases_from_phantoms(args.data)
+    if args.csv:
+        cases += cases_from_csv(args.csv)
+    for spec in args.mask or []:
+        parts = spec.split(",")
+        if len(parts) < 2:
+            raise SystemExit(f"--mask wants SERIES_DIR,MASK[,LABEL[,BODY_MASK]], got {spec!r}")
+        label = int(parts[2]) if len(parts) > 2 and parts[2] else None
+        body = Path(parts[3]) if len(parts) > 3 else None
+        cases.append(case_from_mask(Path(parts[0]), Path(parts[1]), label, body))
+    if not cases:
+        raise SystemExit("no cases: give --data, --csv or --mask")
+    return cases
+
+
+def _search(args: argparse.Namespace) -> int:
+    from l3node.localize.decision import DecisionParams
+    from l3node.localize.localizer import pick_device
+    from l3node.localize.model import ModelSpec, save_artifact
+    from l3node.localize.preprocess import Preprocessing
+
+    from .data import build_cache
+    from .loop import TrainConfig, train
+    from .report import summarise, write_report
+    from .search import BUDGETS, apply_params, cross_validate, folds, run_search
+
+    budget = BUDGETS[args.budget]
+    trials = args.trials or budget.trials
+    epochs = args.epochs or budget.epochs
+    k = args.folds or budget.folds
+    cases = _load_cases(args)
+    if budget.max_cases and len(cases) > budget.max_cases:
+        cases = cases[: budget.max_cases]
+    run: Path = args.run
+    run.mkdir(parents=True, exist_ok=True)
+    log_f = (run / "log.txt").open("a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        log_f.write(msg + "\n")
+        log_f.flush()
+
+    pre = Preprocessing(size=budget.input_size)
+    cache = build_cache(cases, pre, args.cache, log=log)
+    heights = [(c.l3_last - c.l3_first + 1) * cache.spacing_mm[i] for i, c in enumerate(cases)
+               if c.l3_first is not None and not c.hard.get("l3_truncated")]
+    decision = DecisionParams().with_heights(np.array(heights)) if len(heights) >= 3 else (
+        DecisionParams())
+    device = pick_device(args.device)
+    base = TrainConfig(epochs=epochs, input_mode=args.input_mode, seed=args.seed,
+                       neg_per_case=budget.neg_per_case, device=device,
+                       precision="bf16" if device == "cpu" else "fp32")
+    fold_list = folds(len(cases), k, args.seed)
+    val0 = fold_list[0]
+    tr0 = [i for f in fold_list[1:] for i in f]
+    storage = f"sqlite:///{(run / 'optuna.db').resolve()}"
+    searches = ["hyper", "hyper+imbalance"] if args.search == "both" else [args.search]
+    results, cvs, best_cfgs = [], [], []
+    for search in searches:
+        name = {"hyper": "control (hyper)", "hyper+imbalance": "proposed (hyper+imbalance)"}[
+            search]
+        log(f"== search {search}, input {args.input_mode}: {trials} trials, {epochs} epochs")
+        study = run_search(cache, tr0, val0, base, search, trials, storage,
+                           f"{search}-{args.input_mode}", args.sampler, decision, log=log)
+        best = study.best_trial.params
+        cfg = apply_params(base, best)
+        log(f"best trial {study.best_trial.number}: 1/F1 {study.best_value:.3f}")
+        cv = cross_validate(cache, fold_list, cfg, decision, log=log)
+        results.append(summarise(name, cv, best, args.input_mode))
+        cvs.append(cv)
+        best_cfgs.append(cfg)
+    extra = {"cases": len(cases), "folds": k, "budget": args.budget, "sampler": args.sampler,
+             "seed": args.seed, "trials": trials, "epochs": epochs,
+             "decision": decision.__dict__}
+    write_report(run, results, cvs, extra)
+    pick = min(range(len(results)), key=lambda i: results[i]["all"].get(
+        "error_slices_mean", float("inf")) if results[i]["all"].get("error_slices_mean")
+        is not None else float("inf"))
+    cfg = best_cfgs[pick]
+    log(f"final model: {results[pick]['name']} on all {len(cases)} cases")
+    net, hist = train(cache, list(range(len(cases))), cfg, decision=decision)
+    summary = {"report": str(run / "report.md"), "chosen": results[pick]["name"],
+               "cv": results[pick]["all"], "hard": results[pick]["hard"],
+               "params": results[pick]["params"], "final_history": hist.epochs,
+               "cases": len(cases), "folds": k, "budget": args.budget}
+    spec = ModelSpec(input_mode=args.input_mode, context_offset_mm=base.context_offset_mm,
+                     preprocessing=pre, decision=decision, version=args.version,
+                     training=summary)
+    out = args.out or run / "model"
+    save_artifact(out, net, spec, half=args.half)
+    log(f"model written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -113,6 +213,27 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--version", default="dev")
     tr.add_argument("--half", action="store_true", help="store fp16 weights")
     tr.set_defaults(func=_train)
+    se = sub.add_parser("search", help="Bayesian search, cross-validation, report, artifact")
+    se.add_argument("--data", type=Path, help="folder of phantom studies (truth.json)")
+    se.add_argument("--csv", type=Path, help="CSV: series_folder,l3_first,l3_last,unit")
+    se.add_argument("--mask", action="append",
+                    help="SERIES_DIR,MASK[,LABEL[,BODY_MASK]] (NIfTI or NRRD); repeatable")
+    se.add_argument("--run", type=Path, required=True, help="run folder (report, optuna.db)")
+    se.add_argument("--out", type=Path, default=None, help="model artifact (default RUN/model)")
+    se.add_argument("--cache", type=Path, default=Path(".cache/slices"))
+    se.add_argument("--search", choices=("hyper", "hyper+imbalance", "both"),
+                    default="hyper+imbalance")
+    se.add_argument("--input-mode", choices=("paper", "context"), default="paper")
+    se.add_argument("--sampler", choices=("gp", "tpe"), default="gp")
+    se.add_argument("--budget", choices=("tiny", "small", "paper"), default="small")
+    se.add_argument("--trials", type=int, default=None)
+    se.add_argument("--epochs", type=int, default=None)
+    se.add_argument("--folds", type=int, default=None)
+    se.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--version", default="dev")
+    se.add_argument("--half", action="store_true", help="store fp16 weights")
+    se.set_defaults(func=_search)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

@@ -130,21 +130,31 @@ def batch_tensor(cache: Cache, idx: np.ndarray, cfg: TrainConfig) -> torch.Tenso
 
 
 def augment_batch(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """One random augmentation per image: rotation, translation, shear or reflection."""
+    """One random augmentation per image: rotation, translation, shear or reflection.
+
+    Magnitudes are drawn away from zero (2-10°, 2-10 % of the size) so no copy comes out
+    identical to its original; interpolation is bilinear.
+    """
     out = x.clone()
     size = x.shape[-1]
+    bil = TF.InterpolationMode.BILINEAR
+
+    def signed(lo: float, hi: float) -> float:
+        return float(rng.uniform(lo, hi) * rng.choice([-1.0, 1.0]))
+
     for k in range(x.shape[0]):
         kind = int(rng.integers(4))
         img = x[k]
         if kind == 0:
-            img = TF.affine(img, angle=float(rng.uniform(-10, 10)), translate=[0, 0], scale=1.0,
-                            shear=[0.0, 0.0])
+            img = TF.affine(img, angle=signed(2, 10), translate=[0, 0], scale=1.0,
+                            shear=[0.0, 0.0], interpolation=bil)
         elif kind == 1:
-            t = [int(rng.integers(-size // 10, size // 10 + 1)) for _ in range(2)]
-            img = TF.affine(img, angle=0.0, translate=t, scale=1.0, shear=[0.0, 0.0])
+            t = [round(signed(0.02, 0.10) * size) for _ in range(2)]
+            img = TF.affine(img, angle=0.0, translate=t, scale=1.0, shear=[0.0, 0.0],
+                            interpolation=bil)
         elif kind == 2:
             img = TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0,
-                            shear=[float(rng.uniform(-10, 10)), 0.0])
+                            shear=[signed(2, 10), 0.0], interpolation=bil)
         else:
             img = TF.horizontal_flip(img)
         out[k] = img

@@ -1,0 +1,203 @@
+"""Bayesian optimisation of the paper's design variables, cross-validation, final model.
+
+One run (``python -m training search``):
+
+1. **Search** — Optuna (GPSampler by default, TPE as an option) proposes the design variables
+   of :data:`TABLE_1`; each trial trains on fold 0's training cases and reports 1/F1 on its
+   validation slices after every epoch (poor trials are pruned by the median rule).  The study
+   lives in SQLite (``RUN/optuna.db``): rerunning the same command resumes it, and
+   ``optuna-dashboard sqlite:///RUN/optuna.db`` shows it.
+2. **Cross-validation** — the best variables are trained and tested on each of k patient-level
+   folds (default 5); every case gets its L3 slice error in slices and mm.
+3. **Final model** — trained on all cases with the best variables and written as a model
+   artifact whose ``model.json`` carries the report's summary.
+
+``--search hyper`` searches the first five variables (the paper's control: over-sampling 0,
+equal class weights); ``hyper+imbalance`` all seven (the proposed model); ``both`` runs both
+and the report compares them (the paper's Table 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from l3node.localize.decision import DecisionParams
+
+from .data import Cache
+from .loop import TrainConfig, evaluate, train
+
+# The paper's Table 1: name, kind, range.  Names are the ones Optuna stores.
+TABLE_1: list[tuple[str, str, tuple]] = [
+    ("l2_regularization", "float-log", (1e-5, 1e-2)),
+    ("initial_learning_rate", "float-log", (1e-5, 1e-2)),
+    ("minibatch_size", "int", (16, 64, 16)),
+    ("gradient_threshold", "int", (1, 6, 1)),
+    ("gradient_threshold_method", "categorical", ("l2norm", "global-l2norm")),
+    ("over_sampling_rate", "float", (0.0, 0.25)),
+    ("class_weight", "float", (0.0, 1.0)),
+]
+SEARCHES = {"hyper": 5, "hyper+imbalance": 7}
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials: int
+    epochs: int
+    folds: int
+    neg_per_case: int | None
+    input_size: int
+    max_cases: int | None
+
+
+BUDGETS = {
+    # CPU, a few minutes: what the tests run.  Small images keep ResNet50 cheap.
+    "tiny": Budget(trials=2, epochs=1, folds=2, neg_per_case=4, input_size=64, max_cases=6),
+    # CPU, about an hour on 2 cores for ~60 phantoms.
+    "small": Budget(trials=6, epochs=4, folds=3, neg_per_case=16, input_size=224, max_cases=None),
+    # The paper's protocol: 5 folds, every slice, a real search (GPU advised).
+    "paper": Budget(trials=30, epochs=20, folds=5, neg_per_case=None, input_size=224,
+                    max_cases=None),
+}
+
+
+def suggest(trial: optuna.Trial, search: str) -> dict:
+    """Draw the search's design variables; the control fixes the two imbalance variables."""
+    out: dict = {}
+    for name, kind, rng in TABLE_1[: SEARCHES[search]]:
+        if kind == "float-log":
+            out[name] = trial.suggest_float(name, rng[0], rng[1], log=True)
+        elif kind == "float":
+            out[name] = trial.suggest_float(name, rng[0], rng[1])
+        elif kind == "int":
+            out[name] = trial.suggest_int(name, rng[0], rng[1], step=rng[2])
+        else:
+            out[name] = trial.suggest_categorical(name, list(rng))
+    return out
+
+
+def apply_params(cfg: TrainConfig, params: dict) -> TrainConfig:
+    """Design variables (Table 1 names) → a training configuration."""
+    return replace(
+        cfg,
+        l2=params["l2_regularization"],
+        lr=params["initial_learning_rate"],
+        batch_size=int(params["minibatch_size"]),
+        grad_threshold=float(params["gradient_threshold"]),
+        grad_method=params["gradient_threshold_method"],
+        oversample=params.get("over_sampling_rate", 0.0),
+        class_weight=params.get("class_weight", 1.0),
+    )
+
+
+def folds(n: int, k: int, seed: int, groups: list[str] | None = None) -> list[list[int]]:
+    """Patient-level k-fold split: all cases of one patient land in the same fold."""
+    groups = groups or [str(i) for i in range(n)]
+    uniq = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    fold_of = {uniq[g]: i % k for i, g in enumerate(order)}
+    return [[i for i in range(n) if fold_of[groups[i]] == f] for f in range(k)]
+
+
+def objective_value(f1: float) -> float:
+    """The paper's objective, 1/F1 (minimised); a trial with F1 = 0 scores 1000."""
+    return 1.0 / f1 if f1 > 0 else 1000.0
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(5, 10))
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    raise ValueError(f'sampler must be "gp" or "tpe", got {name!r}')
+
+
+def run_search(cache: Cache, train_idx: list[int], val_idx: list[int], base: TrainConfig,
+               search: str, trials: int, storage: str, study_name: str, sampler: str,
+               decision: DecisionParams, log: Callable[[str], None] = print) -> optuna.Study:
+    """Run (or resume) the Optuna study until it holds ``trials`` finished trials."""
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="minimize",
+                                sampler=make_sampler(sampler, base.seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2,
+                                                                   n_warmup_steps=1),
+                                load_if_exists=True)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # left running by an interrupted run: it will never report; fail it and go on
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        log(f"trial {t.number} was interrupted; marked failed")
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                        TrialState.PRUNED)))
+    remaining = max(0, trials - done)
+    if done:
+        log(f"resuming study {study_name}: {done} trials done, {remaining} to go")
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, search)
+        cfg = apply_params(base, params)
+        t0 = time.perf_counter()
+
+        def on_epoch(epoch: int, rec: dict) -> None:
+            value = objective_value(rec.get("val_f1") or 0.0)
+            log(f"  trial {trial.number} epoch {epoch}: loss {rec['train_loss']:.4f} "
+                f"acc {rec['train_accuracy']:.3f} val F1 {rec.get('val_f1', 0):.3f} "
+                f"(1/F1 {value:.3f})")
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        log(f"trial {trial.number}: {json.dumps(_round(params))}")
+        _, hist = train(cache, train_idx, cfg, val_cases=val_idx, decision=decision,
+                        on_epoch=on_epoch)
+        last = hist.epochs[-1]
+        value = objective_value(last.get("val_f1") or 0.0)
+        trial.set_user_attr("history", hist.epochs)
+        log(f"trial {trial.number} done in {time.perf_counter() - t0:.0f} s: 1/F1 {value:.3f}")
+        return value
+
+    if remaining:
+        study.optimize(objective, n_trials=remaining, catch=())
+    return study
+
+
+def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
+                   decision: DecisionParams, log: Callable[[str], None] = print) -> dict:
+    """Train on k−1 folds, test on the held-out one, for each fold; per-case records."""
+    per_case: list[dict] = []
+    histories = []
+    slice_counts = {"tp": 0, "fp": 0, "fn": 0}
+    for f, test in enumerate(fold_list):
+        tr = [i for g, fold in enumerate(fold_list) if g != f for i in fold]
+        log(f"fold {f + 1}/{len(fold_list)}: train {len(tr)} cases, test {len(test)}")
+        net, hist = train(cache, tr, cfg, decision=decision)
+        ev = evaluate(net, cache, test, cfg, decision)
+        for r in ev["cases"]:
+            r["fold"] = f
+        per_case.extend(ev["cases"])
+        histories.append(hist.epochs)
+        s = ev["summary"]
+        tp = s["val_recall"] * _positives(cache, test)
+        slice_counts["tp"] += tp
+        slice_counts["fn"] += _positives(cache, test) - tp
+        slice_counts["fp"] += (tp / s["val_precision"] - tp) if s["val_precision"] else 0
+        log(f"fold {f + 1}: F1 {s['val_f1']:.3f}, mean |error| "
+            f"{_fmt(s['val_error_slices_mean'])} slices / {_fmt(s['val_error_mm_mean'])} mm")
+    return {"cases": per_case, "histories": histories, "slice_counts": slice_counts}
+
+
+def _positives(cache: Cache, idx: list[int]) -> int:
+    return int(sum(int(cache.labels[cache.case_slices(c)].sum()) for c in idx))
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def _round(d: dict) -> dict:
+    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in d.items()}
