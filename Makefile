@@ -33,12 +33,15 @@ test: install peers
 lint: install
 	$(BIN)/ruff check l3node training tests benchmarks
 
+# A phantom whole-body study, its truth, and the localizer's answer with the default model.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/l3node phantom --out $(DEMO) --seed 7 --preset whole-body --slice-mm 5
+	$(BIN)/l3node predict $(DEMO)/study-000 --png $(DEMO)/qc.png || test $$? -eq 3
 
 bench: install
 	$(BIN)/python benchmarks/bench_phantom.py
+	$(BIN)/python benchmarks/bench_localize.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

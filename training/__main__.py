@@ -68,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                           for k, v in rec.items()}), flush=True)
 
-    net, hist = train(cache, tr, cfg, val_cases=val, decision=dec, on_epoch=show)
+    net, hist = train(cache, tr, cfg, val_cases=val, decision=dec, on_epoch=show,
+                      keep_best=bool(val))
     summary = {"config": config_dict(cfg), "history": hist.epochs,
                "train_cases": len(tr), "val_cases": len(val)}
     if val:
@@ -184,6 +185,45 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    """The production path (DICOM → Localizer, coarse-to-fine) on labelled held-out cases."""
+    from l3node.localize.localizer import Localizer, pick_device
+    from l3node.localize.model import load_artifact
+    from l3node.localize.series import load_series
+
+    from .report import error_metrics, hard_case_metrics
+
+    cases = _load_cases(args)
+    model = load_artifact(args.model, device=pick_device(args.device))
+    loc = Localizer(model, precision=args.precision, device=pick_device(args.device))
+    records = []
+    for c in cases:
+        s = load_series(Path(c.folder))
+        res = loc.run(s)
+        rec = {"case_id": c.case_id, "folder": c.folder, "status": res.status,
+               "index": res.index, "hard": c.hard, "evaluated": res.evaluated,
+               "slices": len(s), "seconds": round(res.timings.total_s, 2)}
+        if c.l3_first is not None:
+            mid = (c.l3_first + c.l3_last) // 2
+            rec["truth_index"] = mid
+            if res.index is not None:
+                rec.update(error_slices=int(res.index - mid),
+                           error_mm=float(abs(s.z_mm[res.index] - s.z_mm[mid])),
+                           pred_z=float(s.z_mm[res.index]), truth_z=float(s.z_mm[mid]))
+        records.append(rec)
+        print(json.dumps(rec), flush=True)
+    ordinary = [r for r in records if not (r["hard"].get("transitional")
+                                           or r["hard"].get("l3_truncated"))]
+    out = {"model": str(args.model), "all": error_metrics(records),
+           "ordinary": error_metrics(ordinary), "hard": hard_case_metrics(records),
+           "cases": records}
+    text = json.dumps(out, indent=1)
+    if args.out:
+        args.out.write_text(text)
+    print(json.dumps({k: out[k] for k in ("all", "ordinary", "hard")}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -234,6 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("--version", default="dev")
     se.add_argument("--half", action="store_true", help="store fp16 weights")
     se.set_defaults(func=_search)
+    ev = sub.add_parser("evaluate", help="run a model artifact on labelled held-out series")
+    ev.add_argument("--model", type=Path, required=True)
+    ev.add_argument("--data", type=Path)
+    ev.add_argument("--csv", type=Path)
+    ev.add_argument("--mask", action="append")
+    ev.add_argument("--out", type=Path, default=None, help="write the JSON results here")
+    ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    ev.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ev.set_defaults(func=_evaluate)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

@@ -179,8 +179,12 @@ def _autocast(cfg: TrainConfig):
 def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
           val_cases: list[int] | None = None, decision: DecisionParams | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
-          init: L3Net | None = None) -> tuple[L3Net, History]:
-    """Train a fresh (or ``init``) network; ``on_epoch`` may raise to prune a trial."""
+          init: L3Net | None = None, keep_best: bool = False) -> tuple[L3Net, History]:
+    """Train a fresh (or ``init``) network; ``on_epoch`` may raise to prune a trial.
+
+    ``keep_best`` (with validation cases) returns the weights of the epoch with the best
+    validation F1 rather than the last: validation swings from epoch to epoch on small sets.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net = (init or L3Net()).to(cfg.device).to(memory_format=torch.channels_last)
@@ -194,6 +198,7 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(total_steps, 1),
                                                        eta_min=cfg.lr * 0.01)
     hist = History()
+    best: tuple[float, dict] | None = None
     for epoch, plan in enumerate(plans, start=1):
         net.train()
         t0 = time.perf_counter()
@@ -226,8 +231,13 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
             rec.update(evaluate(net, cache, val_cases, cfg, decision or DecisionParams())
                        ["summary"])
         hist.epochs.append(rec)
+        if keep_best and val_cases and (best is None or rec["val_f1"] > best[0]):
+            best = (rec["val_f1"], {k: v.detach().clone() for k, v in net.state_dict().items()})
+            rec["kept"] = True
         if on_epoch:
             on_epoch(epoch, rec)
+    if best is not None:
+        net.load_state_dict(best[1])
     net.eval()
     return net, hist
 
