@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from .params import from_json_strict
+
 
 def middle_index(first: int, last: int) -> int:
     """The slice reported for the run ``first..last`` (sorted superior to inferior)."""
@@ -49,10 +51,7 @@ class DecisionParams:
 
     @classmethod
     def from_json(cls, d: dict) -> DecisionParams:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown decision parameters {sorted(unknown)}")
-        return cls(**d)
+        return from_json_strict(cls, d, "decision")
 
     def with_heights(self, heights_mm: np.ndarray) -> DecisionParams:
         """Set the plausible L3 height range from observed L3 body heights (in mm)."""

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from skimage.transform import resize
 
+from .params import from_json_strict
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -30,10 +32,7 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, d: dict) -> Preprocessing:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown preprocessing parameters {sorted(unknown)}")
-        return cls(**d)
+        return from_json_strict(cls, d, "preprocessing")
 
 
 def window(hu: np.ndarray, p: Preprocessing) -> np.ndarray:
