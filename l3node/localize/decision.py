@@ -36,9 +36,9 @@ class DecisionParams:
     max_height_mm: float = 38.0
     typical_height_mm: float = 27.0
     edge_fraction: float = 0.35  # a run touching the scan's end may be this short (× min)
-    coarse_step_mm: float = 10.0
+    coarse_step_mm: float = 15.0  # an L3 body (20-35 mm) always holds a coarse slice
     refine_threshold: float = 0.15
-    refine_margin_mm: float = 20.0
+    refine_margin_mm: float = 15.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:

@@ -61,7 +61,7 @@ def pick_device(name: str = "auto") -> str:
 class Localizer:
     """Holds a loaded model; :meth:`run` localizes L3 in one series."""
 
-    def __init__(self, model: LoadedModel, batch_size: int = 32, precision: str = "fp32",
+    def __init__(self, model: LoadedModel, batch_size: int = 16, precision: str = "fp32",
                  device: str = "cpu") -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f'precision must be "fp32" or "bf16", got {precision!r}')
