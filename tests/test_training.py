@@ -222,3 +222,22 @@ def test_tiny_search_writes_report_and_a_model_predict_loads_then_resumes(tiny_s
                                        optuna.trial.TrialState.PRUNED)]
     assert len(done) == 3
     assert optuna.trial.TrialState.FAIL in states
+
+
+def test_real_nifti_converts_to_a_series_whose_l3_the_labels_locate(tmp_path):
+    """The real abdomen scan as DICOM, with TotalSegmentator's L3 ∩ body (k = 69..79)."""
+    from l3node.localize.series import load_series
+    from training.nifti import nifti_to_dicom
+
+    n = nifti_to_dicom(SHARED / "example_ct.nii.gz", tmp_path / "dcm")
+    assert n == 112
+    s = load_series(tmp_path / "dcm")
+    assert len(s) == 112 and s.spacing_mm == pytest.approx(3.0)
+    case = case_from_mask(tmp_path / "dcm", SHARED / "totalseg.nii.gz", label=29,
+                          body_mask=SHARED / "totalseg_vertebrae_body.nii.gz")
+    # k counts from inferior; sorted order runs superior to inferior
+    assert (case.l3_first, case.l3_last) == (111 - 79, 111 - 69)
+    assert (case.l3_first + case.l3_last) // 2 == 111 - 74
+    hu = s.hu([111 - 74])[0]
+    assert hu.shape == (101, 122)
+    assert hu.max() > 400 and hu.min() < -900  # bone and air: HU survived the round trip

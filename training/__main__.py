@@ -283,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     ev.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     ev.set_defaults(func=_evaluate)
+    nd = sub.add_parser("nifti-to-dicom", help="write a NIfTI CT volume (HU) as a DICOM series")
+    nd.add_argument("nifti", type=Path)
+    nd.add_argument("out", type=Path)
+    nd.set_defaults(func=lambda a: print(
+        f"{__import__('training.nifti', fromlist=['x']).nifti_to_dicom(a.nifti, a.out)} slices "
+        f"written to {a.out}") or 0)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

@@ -51,6 +51,8 @@ def det_uid(*parts: object) -> str:
 
 @dataclass(frozen=True)
 class SeriesInfo:
+    """Study- and series-level attributes shared by every slice of one series."""
+
     study_uid: str
     series_uid: str
     for_uid: str
@@ -63,7 +65,14 @@ class SeriesInfo:
     series_number: int
     kvp: float
     kernel: str
-    seed_parts: tuple[int, int]
+    seed_parts: tuple[int, ...]
+    sex: str = "O"
+    age_years: int | None = None
+    study_description: str = ""
+    series_description: str = ""
+    body_part: str = "ABDOMEN"
+    contrast: bool = False
+    manufacturer_model: str = "synthetic phantom"
 
     @classmethod
     def draw(
@@ -77,6 +86,7 @@ class SeriesInfo:
         parts = (int(req.seed), int(req.index))
         day = dt.date(2024, 1, 1) + dt.timedelta(days=int(rng.integers(0, 700)))
         birth = dt.date(day.year - p.age, int(rng.integers(1, 13)), int(rng.integers(1, 29)))
+        body = {"whole-body": "WHOLEBODY", "chest": "CHEST", "head-neck": "HEADNECK"}
         return cls(
             study_uid=det_uid(*parts, "study"),
             series_uid=det_uid(*parts, "series"),
@@ -91,12 +101,108 @@ class SeriesInfo:
             kvp=float(rng.choice([100.0, 120.0, 120.0, 140.0])),
             kernel=str(rng.choice(["B30f", "Br40", "STANDARD", "FC08"])),
             seed_parts=parts,
+            sex=p.sex,
+            age_years=p.age,
+            study_description=f"Phantom {req.preset}",
+            series_description=f"Phantom {thickness:g} mm {req.preset}",
+            body_part=body.get(req.preset, "ABDOMEN"),
+            contrast=p.contrast != "none",
         )
+
+
+def ct_dataset(
+    info: SeriesInfo,
+    hu: np.ndarray,
+    *,
+    sop: str,
+    instance: int,
+    ipp: list[float],
+    iop: list[float],
+    spacing: tuple[float, float],
+    thickness: float,
+    signed: bool,
+    patient_position: str,
+    transfer_syntax: str = "explicit",
+) -> Dataset:
+    """One CT Image Storage instance (file meta included) for an HU image.
+
+    ``signed`` stores int16 with intercept 0; otherwise uint16 with intercept -1024 and 12
+    bits stored — both occur in real data, and the localizer must read both.
+    """
+    if signed:
+        pixels = np.rint(hu).astype(np.int16)
+        intercept, rep, bits = 0.0, 1, 16
+    else:
+        pixels = np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
+        intercept, rep, bits = -1024.0, 0, 12
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = info.study_date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = info.study_time
+    ds.AccessionNumber = info.accession
+    ds.Modality = "CT"
+    ds.Manufacturer = "l3node"
+    ds.ManufacturerModelName = info.manufacturer_model
+    ds.InstitutionName = "l3node phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = info.study_description
+    ds.SeriesDescription = info.series_description
+    ds.PatientName = info.patient_name
+    ds.PatientID = info.patient_id
+    ds.PatientBirthDate = info.birth_date
+    ds.PatientSex = info.sex
+    if info.age_years is not None:
+        ds.PatientAge = f"{info.age_years:03d}Y"
+    if info.contrast:
+        ds.ContrastBolusAgent = "IODINATED"
+    ds.BodyPartExamined = info.body_part
+    ds.SliceThickness = f"{thickness:g}"
+    ds.KVP = f"{info.kvp:g}"
+    ds.ConvolutionKernel = info.kernel
+    ds.PatientPosition = patient_position
+    ds.StudyInstanceUID = info.study_uid
+    ds.SeriesInstanceUID = info.series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = info.series_number
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [f"{v:.3f}" for v in ipp]
+    ds.ImageOrientationPatient = [f"{v:g}" for v in iop]
+    ds.FrameOfReferenceUID = info.for_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = f"{ipp[2]:.3f}"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.PixelSpacing = [f"{spacing[0]:g}", f"{spacing[1]:g}"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = rep
+    ds.RescaleIntercept = f"{intercept:g}"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
+    ds.PixelData = pixels.tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    ts = TS_UIDS[transfer_syntax]
+    if ts != ExplicitVRLittleEndian:
+        ds.compress(ts, pixels, generate_instance_uid=False)
+    return ds
 
 
 def write_slice(out_dir: Path, plan: Plan, index: int, hu: np.ndarray) -> tuple[str, int]:
     """Write sorted slice ``index`` (0 = most superior); return (SOP UID, InstanceNumber)."""
-    info, grid, acq = plan.series, plan.grid, plan.acq
+    info, grid = plan.series, plan.grid
     n = len(plan.z_positions)
     z = plan.z_positions[index]
     feet_first = plan.patient_position == "FFS"
@@ -110,84 +216,10 @@ def write_slice(out_dir: Path, plan: Plan, index: int, hu: np.ndarray) -> tuple[
     else:
         iop = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ipp = [grid.x0, grid.y0, z]
-    if plan.signed:
-        pixels = np.rint(hu).astype(np.int16)
-        intercept, rep, bits = 0.0, 1, 16
-    else:
-        pixels = np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
-        intercept, rep, bits = -1024.0, 0, 12
-
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = info.study_date
-    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = info.study_time
-    ds.AccessionNumber = info.accession
-    ds.Modality = "CT"
-    ds.Manufacturer = "l3node"
-    ds.ManufacturerModelName = "synthetic phantom"
-    ds.InstitutionName = "l3node phantom"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = f"Phantom {plan.request.preset}"
-    ds.SeriesDescription = f"Phantom {acq.thickness:g} mm {plan.request.preset}"
-    ds.PatientName = info.patient_name
-    ds.PatientID = info.patient_id
-    ds.PatientBirthDate = info.birth_date
-    ds.PatientSex = plan.patient.sex
-    ds.PatientAge = f"{plan.patient.age:03d}Y"
-    ds.ContrastBolusAgent = "IODINATED" if plan.patient.contrast != "none" else None
-    if ds.ContrastBolusAgent is None:
-        del ds.ContrastBolusAgent
-    ds.BodyPartExamined = (
-        "WHOLEBODY"
-        if plan.request.preset == "whole-body"
-        else "CHEST"
-        if (plan.request.preset == "chest")
-        else "HEADNECK"
-        if plan.request.preset == "head-neck"
-        else "ABDOMEN"
-    )
-    ds.SliceThickness = f"{acq.thickness:g}"
-    ds.KVP = f"{info.kvp:g}"
-    ds.ConvolutionKernel = info.kernel
-    ds.PatientPosition = plan.patient_position
-    ds.StudyInstanceUID = info.study_uid
-    ds.SeriesInstanceUID = info.series_uid
-    ds.StudyID = "1"
-    ds.SeriesNumber = info.series_number
-    ds.AcquisitionNumber = 1
-    ds.InstanceNumber = inst
-    ds.ImagePositionPatient = [f"{v:.3f}" for v in ipp]
-    ds.ImageOrientationPatient = [f"{v:g}" for v in iop]
-    ds.FrameOfReferenceUID = info.for_uid
-    ds.PositionReferenceIndicator = ""
-    ds.SliceLocation = f"{z:.3f}"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = grid.rows, grid.cols
-    ds.PixelSpacing = [f"{grid.spacing:g}", f"{grid.spacing:g}"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = rep
-    ds.RescaleIntercept = f"{intercept:g}"
-    ds.RescaleSlope = "1"
-    ds.RescaleType = "HU"
-    ds.WindowCenter = "40"
-    ds.WindowWidth = "400"
-    ds.PixelData = pixels.tobytes()
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
-    ts = TS_UIDS[plan.request.transfer_syntax]
-    if ts != ExplicitVRLittleEndian:
-        ds.compress(ts, pixels, generate_instance_uid=False)
+    ds = ct_dataset(info, hu, sop=sop, instance=inst, ipp=ipp, iop=iop,
+                    spacing=(grid.spacing, grid.spacing), thickness=plan.acq.thickness,
+                    signed=plan.signed, patient_position=plan.patient_position,
+                    transfer_syntax=plan.request.transfer_syntax)
     path = Path(out_dir) / f"CT{inst:05d}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return sop, inst
