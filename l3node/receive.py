@@ -1,0 +1,111 @@
+"""The DICOM listener: Verification and Storage SCP (pynetdicom).
+
+The C-STORE handler only checks, writes and acknowledges: the encoded dataset goes to the
+spool as received (no decoding of pixel data), and success is returned only once it is on
+disk and in the state database.  Heavy work belongs to the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from enum import IntEnum
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    Verification,
+)
+
+from .config import NodeConfig
+from .spool import Spool, StoredInstance, StoreOutcome
+
+log = logging.getLogger(__name__)
+CT_CLASSES = (CTImageStorage, EnhancedCTImageStorage)
+
+
+class StoreStatus(IntEnum):
+    """C-STORE statuses this SCP returns (PS3.4 B.2.3)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class Receiver:
+    """Owns the pynetdicom server; :meth:`start` returns at once, :meth:`stop` drains."""
+
+    def __init__(self, cfg: NodeConfig, spool: Spool,
+                 on_stored: Callable[[StoredInstance, str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.on_stored = on_stored
+        self._server = None
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_associations = cfg.max_associations
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.require_called_aet = cfg.require_called_ae_title
+        if cfg.allowed_calling_ae_titles:
+            ae.require_calling_aet = list(cfg.allowed_calling_ae_titles)
+        ae.add_supported_context(Verification)
+        classes = [cx.abstract_syntax for cx in AllStoragePresentationContexts] if (
+            cfg.other_storage == "ignore") else list(CT_CLASSES)
+        for uid in dict.fromkeys([*CT_CLASSES, *classes]):
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        self.ae = ae
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self.cfg.port
+
+    def start(self) -> None:
+        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        self._server = self.ae.start_server((self.cfg.host, self.cfg.port), block=False,
+                                            evt_handlers=handlers)
+        log.info("listening as %s on %s:%d", self.cfg.ae_title, self.cfg.host, self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # -- C-STORE ---------------------------------------------------------------------------
+    def _on_store(self, event: evt.Event) -> int:
+        """Check, write, acknowledge.  Returns a status from :class:`StoreStatus`."""
+        sop_class = str(event.request.AffectedSOPClassUID)
+        sop_uid = str(event.request.AffectedSOPInstanceUID)
+        calling = event.assoc.requestor.ae_title
+        if sop_class not in CT_CLASSES:
+            log.info("ignored %s instance %s (not CT)", sop_class, sop_uid)
+            return StoreStatus.SUCCESS
+        try:
+            ds: Dataset = event.dataset
+            study = str(ds.get("StudyInstanceUID", "") or "")
+            series = str(ds.get("SeriesInstanceUID", "") or "")
+            ds_sop = str(ds.get("SOPInstanceUID", "") or "")
+        except Exception as exc:
+            log.warning("cannot parse instance %s from %s: %s", sop_uid, calling, exc)
+            return StoreStatus.CANNOT_UNDERSTAND
+        if not study or not series:
+            log.warning("instance %s lacks Study/Series Instance UID", sop_uid)
+            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        if ds_sop and ds_sop != sop_uid:
+            log.warning("instance %s: dataset says SOPInstanceUID %s", sop_uid, ds_sop)
+            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        try:
+            stored = self.spool.store(
+                event.encoded_dataset(include_meta=True), sop_class_uid=sop_class,
+                sop_instance_uid=sop_uid, study_instance_uid=study, series_instance_uid=series,
+                calling_ae_title=calling)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not spool instance %s: %s", sop_uid, exc)
+            return StoreStatus.OUT_OF_RESOURCES
+        if stored.outcome is StoreOutcome.DUPLICATE:
+            log.info("instance %s received again; already spooled", sop_uid)
+        elif self.on_stored is not None:
+            self.on_stored(stored, study)
+        return StoreStatus.SUCCESS

@@ -1,0 +1,146 @@
+"""The Storage SCP against DCMTK's storescu/echoscu and a pynetdicom SCU (loopback)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
+
+from l3node.config import ConfigError, NodeConfig, parse_config
+from l3node.receive import Receiver, StoreStatus
+from l3node.spool import Spool, safe_name
+
+STORESCU, ECHOSCU = "/usr/bin/storescu", "/usr/bin/echoscu"  # DCMTK, not pynetdicom's scripts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def node(tmp_path):
+    assert Path(STORESCU).is_file(), "DCMTK is required: run `make peers`"
+    spool = Spool(tmp_path / "spool", tmp_path / "state.db")
+    cfg = NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port(),
+                     allowed_calling_ae_titles=("STORESCU", "ECHOSCU", "TESTSCU"))
+    rx = Receiver(cfg, spool)
+    rx.start()
+    yield rx
+    rx.stop()
+    spool.close()
+
+
+def _storescu(rx: Receiver, folder: Path, aet: str = "STORESCU") -> subprocess.CompletedProcess:
+    return subprocess.run([STORESCU, "-aet", aet, "-aec", rx.cfg.ae_title, "+sd", "+r",
+                           "+sp", "*.dcm", "127.0.0.1", str(rx.port), str(folder)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_storescu_study_is_spooled_byte_for_byte_and_resending_is_idempotent(node, chest_study):
+    files = sorted(chest_study.glob("*.dcm"))
+    res = _storescu(node, chest_study)
+    assert res.returncode == 0, res.stdout + res.stderr
+    studies = node.spool.studies()
+    assert len(studies) == 1 and studies[0]["instances"] == len(files)
+    assert studies[0]["state"] == "receiving"
+    stored = dict(node.spool.instances(studies[0]["study_instance_uid"]))
+    assert len(stored) == len(files)
+    for f in files[::5]:
+        orig = pydicom.dcmread(f)
+        copy = pydicom.dcmread(stored[orig.SOPInstanceUID])
+        assert copy.PixelData == orig.PixelData
+        assert copy.ImagePositionPatient == orig.ImagePositionPatient
+    assert not list(node.spool.root.rglob("*.part"))
+    again = _storescu(node, chest_study)
+    assert again.returncode == 0
+    assert node.spool.studies()[0]["instances"] == len(files)  # nothing counted twice
+    assert len(list(node.spool.root.rglob("*.dcm"))) == len(files)
+
+
+def test_compressed_transfer_syntax_is_stored_as_received(node, tmp_path):
+    from l3node.phantom import StudyRequest, generate_study
+
+    generate_study(tmp_path / "j2k", StudyRequest(seed=9, preset="head-neck", slice_mm=5.0,
+                                                  transfer_syntax="jpeg2000-lossless"))
+    # -xv: propose JPEG 2000 lossless, so the files travel as they are
+    res = subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", "L3NODE", "-xv", "+sd",
+                          "+sp", "*.dcm", "127.0.0.1", str(node.port), str(tmp_path / "j2k")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    one = next(node.spool.root.rglob("*.dcm"))
+    ds = pydicom.dcmread(one)
+    assert ds.file_meta.TransferSyntaxUID.is_compressed
+    assert ds.pixel_array.shape == (512, 512)
+
+
+def test_echo_and_association_rules(node):
+    ok = subprocess.run([ECHOSCU, "-aet", "ECHOSCU", "-aec", "L3NODE", "127.0.0.1",
+                         str(node.port)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    wrong_called = subprocess.run([ECHOSCU, "-aet", "ECHOSCU", "-aec", "OTHER", "127.0.0.1",
+                                   str(node.port)], capture_output=True, text=True, timeout=60)
+    assert wrong_called.returncode != 0
+    assert "Called AE Title Not Recognized" in wrong_called.stdout + wrong_called.stderr
+    stranger = subprocess.run([ECHOSCU, "-aet", "INTRUDER", "-aec", "L3NODE", "127.0.0.1",
+                               str(node.port)], capture_output=True, text=True, timeout=60)
+    assert stranger.returncode != 0
+    assert "Calling AE Title Not Recognized" in stranger.stdout + stranger.stderr
+
+
+def _send(rx: Receiver, ds: pydicom.Dataset, sop_class: str = CTImageStorage) -> int:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", rx.port, ae_title="L3NODE")
+    assert assoc.is_established
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    return int(status.Status)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_hostile_uids_cannot_escape_the_spool(node, chest_study, tmp_path):
+    ds = pydicom.dcmread(sorted(chest_study.glob("*.dcm"))[0])
+    ds.StudyInstanceUID = "../../../../../../tmp/l3node-escape"
+    ds.SeriesInstanceUID = "/etc/passwd"
+    assert _send(node, ds) == StoreStatus.SUCCESS
+    written = list(node.spool.root.rglob("*.dcm"))
+    assert len(written) == 1
+    assert written[0].resolve().is_relative_to(node.spool.root.resolve())
+    assert written[0].parent.name == safe_name("/etc/passwd")
+    assert written[0].parent.parent.name == safe_name("../../../../../../tmp/l3node-escape")
+    assert written[0].parent.name.startswith("x-")
+    assert not Path("/tmp/l3node-escape").exists()
+
+
+def test_missing_study_uid_and_non_ct_instances(node, chest_study):
+    ds = pydicom.dcmread(sorted(chest_study.glob("*.dcm"))[1])
+    del ds.StudyInstanceUID
+    assert _send(node, ds) == StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    mr = pydicom.dcmread(sorted(chest_study.glob("*.dcm"))[2])
+    mr.SOPClassUID = MRImageStorage
+    assert _send(node, mr, MRImageStorage) == StoreStatus.SUCCESS  # accepted, ignored
+    assert node.spool.studies() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"node": {"ae_title": "WAY-TOO-LONG-AE-TITLE"}}, "node.ae_title"),
+        ({"node": {"ae_title": " L3"}}, "leading or trailing spaces"),
+        ({"node": {"port": 70000}}, "node.port"),
+        ({"node": {"other_storage": "store"}}, "node.other_storage"),
+        ({"node": {"ae_titel": "X"}}, "unknown key"),
+        ({"nodes": {}}, "unknown section"),
+    ],
+)
+def test_config_errors_name_the_key_and_value(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
