@@ -4,7 +4,6 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PEERS   := dcmtk orthanc orthanc-dicomweb dicom3tools
-DEMO    ?= /tmp/l3node-demo
 
 .PHONY: install peers test demo lint bench clean
 
@@ -33,11 +32,9 @@ test: install peers
 lint: install
 	$(BIN)/ruff check l3node training tests benchmarks
 
-# A phantom whole-body study, its truth, and the localizer's answer with the default model.
+# A phantom study through a real node: send, localize, KOS + SC into a folder (l3node/demo.py).
 demo: install
-	rm -rf $(DEMO)
-	$(BIN)/l3node phantom --out $(DEMO) --seed 7 --preset whole-body --slice-mm 5
-	$(BIN)/l3node predict $(DEMO)/study-000 --png $(DEMO)/qc.png || test $$? -eq 3
+	$(BIN)/python -m l3node.demo
 
 bench: install
 	$(BIN)/python benchmarks/bench_phantom.py

@@ -232,6 +232,154 @@ def _format_predict(o: dict) -> str:
     return "\n".join(lines)
 
 
+def _load(path: Path):
+    from .config import load_config
+
+    return load_config(path)
+
+
+def _add_node_commands(sub: argparse._SubParsersAction) -> None:
+    cfg_default = Path("config/l3node.toml")
+    p = sub.add_parser("serve", help="run the node (receive, localize, send results)")
+    p.add_argument("--config", type=Path, default=cfg_default)
+    p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("status", help="studies and their states, from the state database")
+    p.add_argument("--config", type=Path, default=cfg_default)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+    p = sub.add_parser("retry", help="retry a study's failed exports")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--config", type=Path, default=cfg_default)
+    p.set_defaults(func=_cmd_retry)
+    p = sub.add_parser("echo", help="C-ECHO a configured destination")
+    p.add_argument("destination", metavar="DEST")
+    p.add_argument("--config", type=Path, default=cfg_default)
+    p.set_defaults(func=_cmd_echo)
+    p = sub.add_parser("send", help="C-STORE every DICOM file under a folder")
+    p.add_argument("folder", type=Path, metavar="DIR")
+    p.add_argument("--to", required=True, metavar="HOST:PORT")
+    p.add_argument("--aet", required=True, help="the receiver's (called) AE title")
+    p.add_argument("--calling-aet", default="L3SEND")
+    p.set_defaults(func=_cmd_send)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from .node import Node
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    node = Node(_load(args.config))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node.start()
+    print(f"l3node serving as {node.cfg.node.ae_title} on port {node.receiver.port}", flush=True)
+    stop.wait()
+    node.stop()
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from .node import STATE_SCHEMA, study_status
+    from .spool import SCHEMA
+
+    cfg = _load(args.config)
+    if not cfg.paths.state_db.is_file():
+        print(f"no state database at {cfg.paths.state_db} (nothing received yet)")
+        return 0
+    db = sqlite3.connect(str(cfg.paths.state_db))
+    db.executescript(SCHEMA + STATE_SCHEMA)
+    rows = study_status(db)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        exp = ", ".join(f"{d}: {e['state']}" + (f" ({e['last_error']})" if e["last_error"]
+                                                 else "") for d, e in r["exports"].items())
+        l3 = (f"L3 slice {r['l3_index']} ({r['l3_sop_instance_uid']}, z {r['z_mm']:.1f} mm)"
+              if r["l3_index"] is not None else (r["reason"] or ""))
+        print(f"{r['study_instance_uid']}  {r['state']:<10} v{r['version']} "
+              f"{r['instances']} instances  {l3}  {exp}")
+    return 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from .node import retry_exports
+
+    cfg = _load(args.config)
+    db = sqlite3.connect(str(cfg.paths.state_db), isolation_level=None)
+    n = retry_exports(db, args.study_uid)
+    print(f"{n} failed export(s) of {args.study_uid} queued again"
+          + ("" if n else " (none were failed)"))
+    return 0 if n else 1
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from .dispatch import Destination, DispatchError, echo
+
+    cfg = _load(args.config)
+    d = next((d for d in cfg.destinations if d.name == args.destination), None)
+    if d is None:
+        print(f"no destination named {args.destination!r}; configured: "
+              f"{[x.name for x in cfg.destinations]}")
+        return 1
+    try:
+        echo(Destination(d.name, d.kind, d.ae_title, d.host, d.port, d.path), cfg.node.ae_title)
+    except DispatchError as exc:
+        print(f"FAILED: {exc}")
+        return 1
+    print(f"{d.name}: C-ECHO OK" if d.kind == "dimse" else f"{d.name}: folder {d.path}")
+    return 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    import pydicom
+    from pynetdicom import AE, StoragePresentationContexts
+
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f'"--to" must be HOST:PORT, got {args.to!r}')
+    files = []
+    for f in sorted(p for p in args.folder.rglob("*") if p.is_file()):
+        try:
+            files.append((f, pydicom.dcmread(f, stop_before_pixels=True)))
+        except Exception:
+            continue
+    if not files:
+        print(f"no DICOM files under {args.folder}")
+        return 1
+    ae = AE(ae_title=args.calling_aet)
+    classes = {str(ds.SOPClassUID) for _, ds in files}
+    tss = {str(ds.file_meta.TransferSyntaxUID) for _, ds in files}
+    for cx in StoragePresentationContexts:
+        if cx.abstract_syntax in classes:
+            ae.add_requested_context(cx.abstract_syntax, [*tss, "1.2.840.10008.1.2.1"])
+    assoc = ae.associate(host, int(port), ae_title=args.aet)
+    if not assoc.is_established:
+        print(f"no association with {args.aet}@{host}:{port}")
+        return 1
+    failed = 0
+    try:
+        for f, _ in files:
+            status = assoc.send_c_store(pydicom.dcmread(f))
+            if not status or int(status.Status) not in (0x0000, 0xB000, 0xB006, 0xB007):
+                failed += 1
+                print(f"{f.name}: {'no response' if not status else hex(status.Status)}")
+    finally:
+        assoc.release()
+    print(f"sent {len(files) - failed} of {len(files)} instances to {args.aet}@{host}:{port}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="l3node",
@@ -241,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     _add_phantom(sub)
     _add_predict(sub)
+    _add_node_commands(sub)
     return parser
 
 
@@ -252,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except ValueError as exc:  # bad argument values: a precise message, no traceback
+    except ValueError as exc:  # bad values, bad config: a precise message, no traceback
         print(f"l3node {args.command}: {exc}", file=sys.stderr)
         return 2
 

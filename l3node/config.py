@@ -1,6 +1,7 @@
 """One validated configuration, loaded once at start and passed down (TOML).
 
-Sections so far: ``[node]`` (the DICOM listener) and ``[paths]``.  Every value is checked here
+Sections: ``[node]`` (the DICOM listener), ``[paths]``, ``[scheduler]``, ``[model]``,
+``[retry]``, ``[results]`` and ``[[destinations]]``.  Every value is checked here
 with a message naming the key and the value, and unknown keys are errors (a typo must not
 silently fall back to a default).  Defaults live in the dataclasses, nowhere else.
 """
@@ -52,9 +53,52 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class SchedulerConfig:
+    study_quiet_s: float = 60.0  # complete after this long without a new instance ...
+    study_max_wait_s: float = 1800.0  # ... or this long after the first one
+    poll_s: float = 2.0
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: Path = Path("models/default")
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 6
+    backoff_s: float = 10.0
+    backoff_max_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    not_found_sc: bool = True
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    name: str
+    kind: str  # dimse | folder
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    destinations: tuple[DestinationConfig, ...] = ()
     source: Path | None = None
 
 
@@ -74,9 +118,10 @@ def _int(v: Any, key: str, lo: int, hi: int) -> int:
 
 def parse_config(raw: dict, base: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are relative to ``base``."""
-    unknown = sorted(set(raw) - {"node", "paths"})
+    sections = ["node", "paths", "scheduler", "model", "retry", "results", "destinations"]
+    unknown = sorted(set(raw) - set(sections))
     if unknown:
-        raise ConfigError(f"unknown section(s) {unknown}; known: ['node', 'paths']")
+        raise ConfigError(f"unknown section(s) {unknown}; known: {sections}")
     n = _section(NodeConfig, raw.get("node", {}), "node")
     if "ae_title" in n:
         check_ae_title(n["ae_title"], "node.ae_title")
@@ -103,7 +148,53 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
             raise ConfigError(f"paths.{key}: must be a path, got {p[key]!r}")
         path = Path(p[key])
         p[key] = path if path.is_absolute() or base is None else (base / path)
-    return Config(node=NodeConfig(**n), paths=PathsConfig(**p), source=base)
+    sch = _section(SchedulerConfig, raw.get("scheduler", {}), "scheduler")
+    for key in ("study_quiet_s", "study_max_wait_s", "poll_s"):
+        if key in sch and (not isinstance(sch[key], int | float) or sch[key] <= 0):
+            raise ConfigError(f"scheduler.{key}: must be a positive number, got {sch[key]!r}")
+    if "batch_size" in sch:
+        _int(sch["batch_size"], "scheduler.batch_size", 1, 64)
+    m = _section(ModelConfig, raw.get("model", {}), "model")
+    if "path" in m:
+        mp = Path(m["path"])
+        m["path"] = mp if mp.is_absolute() or base is None else base / mp
+    if m.get("device", "cpu") not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f'model.device: must be cpu, cuda or auto, got {m["device"]!r}')
+    if m.get("precision", "fp32") not in ("fp32", "bf16"):
+        raise ConfigError(f'model.precision: must be fp32 or bf16, got {m["precision"]!r}')
+    r = _section(RetryConfig, raw.get("retry", {}), "retry")
+    if "max_attempts" in r:
+        _int(r["max_attempts"], "retry.max_attempts", 1, 1000)
+    res = _section(ResultsConfig, raw.get("results", {}), "results")
+    dests = []
+    names = set()
+    for k, d in enumerate(raw.get("destinations", [])):
+        where = f"destinations[{k}]"
+        d = _section(DestinationConfig, d, where)
+        if not d.get("name"):
+            raise ConfigError(f"{where}: needs a name")
+        if d["name"] in names:
+            raise ConfigError(f"{where}: the name {d['name']!r} is used twice")
+        names.add(d["name"])
+        kind = d.get("kind")
+        if kind == "dimse":
+            for key in ("ae_title", "host", "port"):
+                if key not in d:
+                    raise ConfigError(f"{where} ({d['name']}): a dimse destination needs {key}")
+            check_ae_title(d["ae_title"], f"{where}.ae_title")
+            _int(d["port"], f"{where}.port", 1, 65535)
+        elif kind == "folder":
+            if "path" not in d:
+                raise ConfigError(f"{where} ({d['name']}): a folder destination needs path")
+            fp = Path(d["path"])
+            d["path"] = fp if fp.is_absolute() or base is None else base / fp
+        else:
+            raise ConfigError(f'{where}.kind: must be "dimse" or "folder", got {kind!r}')
+        dests.append(DestinationConfig(**d))
+    return Config(node=NodeConfig(**n), paths=PathsConfig(**p),
+                  scheduler=SchedulerConfig(**sch), model=ModelConfig(**m),
+                  retry=RetryConfig(**r), results=ResultsConfig(**res),
+                  destinations=tuple(dests), source=base)
 
 
 def load_config(path: Path) -> Config:

@@ -8,7 +8,6 @@ SOP Common.  UIDs derive from the study seed, so a seed reproduces the files exa
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +23,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from ..uids import derived_uid
+
 if TYPE_CHECKING:
     from .anatomy import Patient
     from .study import Plan, StudyRequest
@@ -36,17 +37,9 @@ TS_UIDS = {
 }
 
 
-_NAMESPACE = uuid.UUID("6f1c1a52-3b7e-4a53-9a0e-6c3d5e1b2a10")
-
-
 def det_uid(*parts: object) -> str:
-    """A UID derived from its parts: the same parts always give the same UID.
-
-    A name-based UUID (RFC 4122 version 5) under the ``2.25`` root (PS3.5 B.2).  pydicom's
-    ``generate_uid(prefix=None, entropy_srcs=...)`` ignores the entropy and is random.
-    """
-    name = "/".join(["l3node-phantom", *map(str, parts)])
-    return f"2.25.{uuid.uuid5(_NAMESPACE, name).int}"
+    """A phantom UID derived from its parts (see :mod:`l3node.uids`)."""
+    return derived_uid("l3node-phantom", *parts)
 
 
 @dataclass(frozen=True)

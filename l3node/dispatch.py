@@ -1,0 +1,86 @@
+"""Send result objects to a destination: DIMSE C-STORE (pynetdicom) or a folder.
+
+Warning statuses (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does not
+match SOP class) count as stored, as PS3.4 allows; anything else is a failure the caller
+retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE
+
+log = logging.getLogger(__name__)
+STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+
+
+class DispatchError(RuntimeError):
+    """A destination did not take the results; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    kind: str  # dimse | folder
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    path: Path | None = None
+
+
+def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0) -> None:
+    """C-ECHO a DIMSE destination; raises :class:`DispatchError` when it does not answer."""
+    if dest.kind != "dimse":
+        return
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    if not assoc.is_established:
+        raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
+                            f"{dest.port}")
+    try:
+        status = assoc.send_c_echo()
+        if not status or status.Status != 0:
+            raise DispatchError(f"{dest.name}: C-ECHO failed ({status})")
+    finally:
+        assoc.release()
+
+
+def send(dest: Destination, files: list[Path], calling_ae_title: str,
+         timeout: float = 30.0) -> None:
+    """Deliver every file or raise :class:`DispatchError` (nothing is assumed delivered)."""
+    if dest.kind == "folder":
+        assert dest.path is not None
+        dest.path.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, dest.path / f.name)
+        return
+    datasets = [pydicom.dcmread(f) for f in files]
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout
+    for uid in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
+        ae.add_requested_context(uid, [str(datasets[0].file_meta.TransferSyntaxUID),
+                                       "1.2.840.10008.1.2.1"])
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    if not assoc.is_established:
+        raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
+                            f"{dest.port}")
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = int(status.Status) if status else -1
+            if code not in STORED_STATUSES:
+                raise DispatchError(f"{dest.name}: C-STORE of {ds.SOPInstanceUID} answered "
+                                    f"0x{code & 0xFFFF:04X}" if code >= 0 else
+                                    f"{dest.name}: no C-STORE response for {ds.SOPInstanceUID}")
+            if code:
+                log.warning("%s stored %s with warning 0x%04X", dest.name, ds.SOPInstanceUID,
+                            code)
+    finally:
+        assoc.release()

@@ -1,0 +1,304 @@
+"""The node: receive → spool → (APScheduler) complete → select series → localize → compose
+→ dispatch, with every state in SQLite so a restart resumes unfinished work.
+
+Study states: receiving → complete → processing → done | not_found | failed → exported.
+An instance arriving for a study in any later state sends it back to receiving; the re-run
+gets a new version, and its results reuse the UIDs derived from (study, series, model
+version), so the PACS sees replacements, never duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .compose import compose
+from .config import Config
+from .dispatch import Destination, DispatchError, send
+from .localize.series import CTSeries, SeriesError, build_series, scan_folder
+from .receive import Receiver
+from .spool import Spool, StudyState, safe_name
+
+if TYPE_CHECKING:
+    from .localize.localizer import Localizer
+
+log = logging.getLogger(__name__)
+
+STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS result (
+    study_instance_uid TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    series_instance_uid TEXT,
+    status TEXT NOT NULL,
+    l3_index INTEGER,
+    l3_sop_instance_uid TEXT,
+    z_mm REAL,
+    confidence REAL,
+    reason TEXT,
+    skipped_series TEXT,
+    files TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (study_instance_uid, version)
+);
+CREATE TABLE IF NOT EXISTS export (
+    study_instance_uid TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,  -- pending | sent | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (study_instance_uid, version, destination)
+);
+"""
+
+
+@dataclass
+class Selection:
+    series: CTSeries | None
+    skipped: dict[str, str]
+
+
+def select_series(folder: Path, min_slices: int = 8) -> Selection:
+    """The best candidate CT series of a study, and why each other one was skipped.
+
+    Candidates must load as an axial series (see :mod:`l3node.localize.series`); among them
+    ORIGINAL/PRIMARY beats derived, then the widest z coverage (to 1 cm) wins, then the
+    thinnest slices.
+    """
+    groups, _ = scan_folder(folder)
+    skipped: dict[str, str] = {}
+    ok: list[CTSeries] = []
+    for key, cand in groups.items():
+        if cand.localizer:
+            skipped[key] = "localizer/scout images"
+            continue
+        try:
+            s = build_series(key, cand, [])
+        except SeriesError as exc:
+            skipped[key] = str(exc)
+            continue
+        if len(s) < min_slices:
+            skipped[key] = f"{len(s)} slices"
+            continue
+        ok.append(s)
+    if not ok:
+        return Selection(None, skipped)
+
+    def rank(s: CTSeries) -> tuple:
+        primary = "ORIGINAL" in s.image_type or not s.image_type
+        cover = round(float(s.z_mm.max() - s.z_mm.min()) / 10.0)
+        return (primary, cover, -s.slice_thickness_mm)
+
+    ok.sort(key=rank, reverse=True)
+    for s in ok[1:]:
+        skipped[s.series_instance_uid] = (
+            f"another series covers more or is thinner ({len(s)} slices, "
+            f"{s.slice_thickness_mm:g} mm)")
+    return Selection(ok[0], skipped)
+
+
+class Node:
+    """Owns the listener, the scheduler and the worker; ``start()``/``stop()``."""
+
+    def __init__(self, cfg: Config, localizer: Localizer | None = None) -> None:
+        self.cfg = cfg
+        self.spool = Spool(cfg.paths.spool, cfg.paths.state_db)
+        self.db = sqlite3.connect(str(cfg.paths.state_db), check_same_thread=False,
+                                  isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(STATE_SCHEMA)
+        self.receiver = Receiver(cfg.node, self.spool)
+        self.results_root = Path(cfg.paths.spool) / "_results"
+        self._localizer = localizer
+        self._lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.destinations = [Destination(d.name, d.kind, d.ae_title, d.host, d.port, d.path)
+                             for d in cfg.destinations]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        n = self.db.execute("UPDATE study SET state = ? WHERE state = ?",
+                            (StudyState.COMPLETE, StudyState.PROCESSING)).rowcount
+        if n:
+            log.info("resuming %d study(ies) interrupted while processing", n)
+        self.localizer  # load the model before accepting work  # noqa: B018
+        self.receiver.start()
+        self.scheduler.add_job(self.tick, "interval", seconds=self.cfg.scheduler.poll_s,
+                               max_instances=1, coalesce=True, id="tick")
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.shutdown(wait=True)
+        self.receiver.stop()
+        self.db.close()
+        self.spool.close()
+
+    @property
+    def localizer(self) -> Localizer:
+        """Loaded once, at start (torch is imported only here)."""
+        if self._localizer is None:
+            from .localize.localizer import Localizer, pick_device
+            from .localize.model import load_artifact
+
+            device = pick_device(self.cfg.model.device)
+            model = load_artifact(self.cfg.model.path, device=device)
+            self._localizer = Localizer(model, batch_size=self.cfg.model.batch_size,
+                                        precision=self.cfg.model.precision, device=device)
+        return self._localizer
+
+    # -- the scheduler's job ---------------------------------------------------------------
+    def tick(self) -> None:
+        with self._lock:
+            now = time.time()
+            sc = self.cfg.scheduler
+            self.db.execute(
+                "UPDATE study SET state = ? WHERE state = ? AND (last_instance_at < ? OR "
+                "first_instance_at < ?)", (StudyState.COMPLETE, StudyState.RECEIVING,
+                                           now - sc.study_quiet_s, now - sc.study_max_wait_s))
+            batch = [r[0] for r in self.db.execute(
+                "SELECT study_instance_uid FROM study WHERE state = ? ORDER BY "
+                "last_instance_at LIMIT ?", (StudyState.COMPLETE, sc.batch_size))]
+            for uid in batch:
+                self.process(uid)
+            self.dispatch_pending()
+
+    def process(self, study_uid: str) -> None:
+        claimed = self.db.execute(
+            "UPDATE study SET state = ?, version = version + 1 WHERE study_instance_uid = ? "
+            "AND state = ?", (StudyState.PROCESSING, study_uid, StudyState.COMPLETE)).rowcount
+        if not claimed:
+            return
+        version = self.db.execute("SELECT version FROM study WHERE study_instance_uid = ?",
+                                  (study_uid,)).fetchone()[0]
+        t0 = time.perf_counter()
+        try:
+            sel = select_series(self.spool.root / safe_name(study_uid))
+            if sel.series is None:
+                self._finish(study_uid, version, StudyState.FAILED, None, "not_found", None,
+                             None, "no usable CT series", sel.skipped, [])
+                return
+            res = self.localizer.run(sel.series)
+            d = res.decision
+            out = self.results_root / safe_name(study_uid) / f"v{version}"
+            found = res.status == "found" and d is not None and d.index is not None
+            composed = compose(sel.series, d.index if found else None,
+                               d.confidence if found else 0.0,
+                               self.localizer.model.spec.version, out, reason=res.reason,
+                               not_found_sc_enabled=self.cfg.results.not_found_sc)
+            self._finish(study_uid, version,
+                         StudyState.DONE if found else StudyState.NOT_FOUND, sel.series,
+                         res.status, d.index if found else None,
+                         d.confidence if found else None, res.reason, sel.skipped,
+                         composed.files)
+            log.info("study %s v%d: %s in %.1f s (%d of %d slices evaluated)", study_uid,
+                     version, res.status, time.perf_counter() - t0, res.evaluated,
+                     res.slice_count)
+        except Exception as exc:
+            log.exception("study %s v%d failed", study_uid, version)
+            self._finish(study_uid, version, StudyState.FAILED, None, "error", None, None,
+                         str(exc), {}, [])
+
+    def _finish(self, study_uid: str, version: int, state: StudyState,
+                series: CTSeries | None, status: str, index: int | None,
+                conf: float | None, reason: str, skipped: dict[str, str],
+                files: list[Path]) -> None:
+        sl = series.slices[index] if series is not None and index is not None else None
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(
+            "INSERT OR REPLACE INTO result VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (study_uid, version, series.series_instance_uid if series else None, status, index,
+             sl.sop_instance_uid if sl else None, sl.z_mm if sl else None, conf, reason,
+             json.dumps(skipped), json.dumps([str(f) for f in files]), time.time()))
+        # only if nothing new arrived meanwhile (else the study is receiving again)
+        self.db.execute("UPDATE study SET state = ? WHERE study_instance_uid = ? AND state = ?",
+                        (state, study_uid, StudyState.PROCESSING))
+        if files:
+            for dest in self.destinations:
+                self.db.execute("INSERT OR REPLACE INTO export VALUES (?, ?, ?, 'pending', 0, ?, "
+                                "NULL)", (study_uid, version, dest.name, time.time()))
+        self.db.execute("COMMIT")
+
+    def dispatch_pending(self) -> None:
+        now = time.time()
+        rows = self.db.execute(
+            "SELECT e.study_instance_uid, e.version, e.destination, e.attempts, r.files FROM "
+            "export e JOIN result r USING (study_instance_uid, version) WHERE e.state = "
+            "'pending' AND e.next_attempt_at <= ?", (now,)).fetchall()
+        by_name = {d.name: d for d in self.destinations}
+        for study_uid, version, name, attempts, files in rows:
+            dest = by_name.get(name)
+            if dest is None:
+                continue
+            try:
+                send(dest, [Path(f) for f in json.loads(files)], self.cfg.node.ae_title)
+            except (DispatchError, OSError) as exc:
+                attempts += 1
+                rc = self.cfg.retry
+                if attempts >= rc.max_attempts:
+                    self.db.execute("UPDATE export SET state = 'failed', attempts = ?, "
+                                    "last_error = ? WHERE study_instance_uid = ? AND version = ? "
+                                    "AND destination = ?",
+                                    (attempts, str(exc), study_uid, version, name))
+                    log.error("export of %s v%d to %s failed for good: %s", study_uid, version,
+                              name, exc)
+                else:
+                    delay = min(rc.backoff_s * 2 ** (attempts - 1), rc.backoff_max_s)
+                    self.db.execute("UPDATE export SET attempts = ?, next_attempt_at = ?, "
+                                    "last_error = ? WHERE study_instance_uid = ? AND version = ? "
+                                    "AND destination = ?",
+                                    (attempts, now + delay, str(exc), study_uid, version, name))
+                    log.warning("export of %s v%d to %s: %s; retry in %.0f s", study_uid,
+                                version, name, exc, delay)
+                continue
+            self.db.execute("UPDATE export SET state = 'sent', attempts = ? WHERE "
+                            "study_instance_uid = ? AND version = ? AND destination = ?",
+                            (attempts + 1, study_uid, version, name))
+            left = self.db.execute("SELECT COUNT(*) FROM export WHERE study_instance_uid = ? "
+                                   "AND version = ? AND state != 'sent'",
+                                   (study_uid, version)).fetchone()[0]
+            if not left:
+                self.db.execute("UPDATE study SET state = ? WHERE study_instance_uid = ? AND "
+                                "state IN (?, ?) AND version = ?",
+                                (StudyState.EXPORTED, study_uid, StudyState.DONE,
+                                 StudyState.NOT_FOUND, version))
+            log.info("exported %s v%d to %s", study_uid, version, name)
+
+    # -- admin views ------------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        return study_status(self.db)
+
+    def retry(self, study_uid: str) -> int:
+        return retry_exports(self.db, study_uid)
+
+
+def study_status(db: sqlite3.Connection) -> list[dict]:
+    rows = db.execute(
+        "SELECT s.study_instance_uid, s.state, s.instances, s.version, r.status, r.l3_index, "
+        "r.l3_sop_instance_uid, r.z_mm, r.confidence, r.reason FROM study s LEFT JOIN result r ON "
+        "r.study_instance_uid = s.study_instance_uid AND r.version = s.version "
+        "ORDER BY s.last_instance_at DESC").fetchall()
+    keys = ("study_instance_uid", "state", "instances", "version", "result", "l3_index",
+            "l3_sop_instance_uid", "z_mm", "confidence", "reason")
+    out = [dict(zip(keys, r, strict=True)) for r in rows]
+    for o in out:
+        o["exports"] = {d: {"state": st, "attempts": a, "last_error": e} for d, st, a, e in
+                        db.execute("SELECT destination, state, attempts, last_error FROM export "
+                                   "WHERE study_instance_uid = ? AND version = ?",
+                                   (o["study_instance_uid"], o["version"]))}
+    return out
+
+
+def retry_exports(db: sqlite3.Connection, study_uid: str) -> int:
+    """Make a study's failed exports pending again (attempts reset); returns how many."""
+    return db.execute("UPDATE export SET state = 'pending', attempts = 0, next_attempt_at = 0 "
+                      "WHERE study_instance_uid = ? AND state = 'failed'",
+                      (study_uid,)).rowcount

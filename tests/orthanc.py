@@ -1,0 +1,80 @@
+"""Start a real Orthanc (Debian package) on loopback ports for a test, and talk REST to it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+ORTHANC = "/usr/sbin/Orthanc"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Orthanc:
+    def __init__(self, root: Path, aet: str = "ORTHANC") -> None:
+        assert Path(ORTHANC).is_file(), "Orthanc is required: run `make peers`"
+        self.aet = aet
+        self.dicom_port, self.http_port = free_port(), free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        cfg = {
+            "Name": "l3node-test", "StorageDirectory": str(root / "db"),
+            "IndexDirectory": str(root / "db"), "DicomAet": aet, "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomServerEnabled": True,
+            "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
+            "OverwriteInstances": True, "Plugins": [],
+        }
+        (root / "orthanc.json").write_text(json.dumps(cfg))
+        self.log = (root / "orthanc.log").open("w")
+        self.proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("Orthanc did not start within 30 s")
+
+    def get(self, path: str) -> object:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}",
+                                    timeout=10) as r:
+            return json.loads(r.read())
+
+    def raw(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}",
+                                    timeout=30) as r:
+            return r.read()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def wait_for(fn: Callable[[], T], timeout: float, msg: str, every: float = 0.3) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``msg`` at the deadline."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s: {msg}")

@@ -1,0 +1,135 @@
+"""The node end to end with real peers: DCMTK storescu → l3node → Orthanc (loopback)."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from l3node.cli import default_model_dir
+from l3node.config import (
+    Config,
+    DestinationConfig,
+    ModelConfig,
+    NodeConfig,
+    PathsConfig,
+    SchedulerConfig,
+)
+from l3node.node import Node, study_status
+
+from .conftest import load_truth
+from .orthanc import Orthanc, free_port, wait_for
+
+STORESCU = "/usr/bin/storescu"
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    o = Orthanc(tmp_path / "orthanc")
+    yield o
+    o.stop()
+
+
+def _config(tmp_path: Path, orthanc: Orthanc, quiet: float = 1.0) -> Config:
+    return Config(
+        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port()),
+        paths=PathsConfig(spool=tmp_path / "spool", state_db=tmp_path / "state.db"),
+        scheduler=SchedulerConfig(study_quiet_s=quiet, poll_s=0.5),
+        model=ModelConfig(path=default_model_dir()),
+        destinations=(DestinationConfig(name="pacs", kind="dimse", ae_title=orthanc.aet,
+                                        host="127.0.0.1", port=orthanc.dicom_port),),
+    )
+
+
+def _send(port: int, folder: Path) -> None:
+    res = subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", "L3NODE", "+sd", "+sp", "*.dcm",
+                          "127.0.0.1", str(port), str(folder)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _orthanc_study(o: Orthanc, study_uid: str) -> dict | None:
+    for sid in o.get("/studies"):  # type: ignore[union-attr]
+        st = o.get(f"/studies/{sid}")
+        if st["MainDicomTags"]["StudyInstanceUID"] == study_uid:  # type: ignore[index]
+            return st  # type: ignore[return-value]
+    return None
+
+
+def _results_in_orthanc(o: Orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
+    st = _orthanc_study(o, study_uid)
+    out: dict[str, list[pydicom.Dataset]] = {}
+    for series_id in st["Series"] if st else []:
+        series = o.get(f"/series/{series_id}")
+        modality = series["MainDicomTags"].get("Modality")  # type: ignore[index]
+        if modality == "CT":
+            continue
+        for inst in series["Instances"]:  # type: ignore[index]
+            ds = pydicom.dcmread(io.BytesIO(o.raw(f"/instances/{inst}/file")))
+            out.setdefault(modality, []).append(ds)
+    return out
+
+
+def test_study_goes_through_the_node_into_orthanc(tmp_path, orthanc, abdomen_study):
+    truth = load_truth(abdomen_study)
+    study_uid = truth["series"]["study_instance_uid"]
+    node = Node(_config(tmp_path, orthanc))
+    node.start()
+    try:
+        _send(node.receiver.port, abdomen_study)
+        row = wait_for(lambda: next((s for s in node.status() if s["state"] == "exported"),
+                                    None), 180, "study exported to Orthanc")
+    finally:
+        node.stop()
+    assert row["study_instance_uid"] == study_uid and row["result"] == "found"
+    chosen = row["l3_sop_instance_uid"]
+    k = truth["series"]["sop_instance_uids"].index(chosen)
+    z = truth["series"]["z_positions_mm"]
+    assert abs(z[k] - truth["l3"]["middle_z_mm"]) <= 10.0  # the model on a held-out phantom
+    res = _results_in_orthanc(orthanc, study_uid)
+    assert sorted(res) == ["KO", "OT"]
+    assert len(res["KO"]) == 1 and len(res["OT"]) == 2
+    kos = res["KO"][0]
+    refs = {item.ReferencedSOPInstanceUID
+            for e in kos.CurrentRequestedProcedureEvidenceSequence
+            for s in e.ReferencedSeriesSequence for item in s.ReferencedSOPSequence}
+    assert chosen in refs
+    assert {sc.SOPInstanceUID for sc in res["OT"]} & refs  # the KOS points at the L3 SC too
+    assert kos.ConceptNameCodeSequence[0].CodeValue == "113000"
+    assert all(sc.StudyInstanceUID == study_uid for sc in res["OT"])
+    for f in (tmp_path / "spool" / "_results").rglob("*.dcm"):
+        r = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
+        out = r.stdout + r.stderr
+        assert "Error" not in out, (f.name, out)
+
+
+def test_restart_between_receive_and_processing_gives_one_result_set(tmp_path, orthanc,
+                                                                      chest_study):
+    cfg = _config(tmp_path, orthanc, quiet=3.0)
+    cfg = replace(cfg, scheduler=replace(cfg.scheduler, study_quiet_s=3.0))
+    study_uid = load_truth(chest_study)["series"]["study_instance_uid"]
+    first = Node(cfg)
+    first.start()
+    _send(first.receiver.port, chest_study)
+    first.stop()  # acknowledged, not yet processed
+    assert [s["state"] for s in study_status(_db(cfg))] == ["receiving"]
+    second = Node(cfg)
+    second.start()
+    try:
+        wait_for(lambda: any(s["state"] == "exported" for s in second.status()), 180,
+                 "study exported after restart")
+        again = second.status()
+    finally:
+        second.stop()
+    assert again[0]["result"] == "not_found" and again[0]["version"] == 1
+    res = _results_in_orthanc(orthanc, study_uid)
+    assert sorted(res) == ["OT"] and len(res["OT"]) == 1  # "L3 not in field of view" SC only
+
+
+def _db(cfg: Config) -> sqlite3.Connection:
+    return sqlite3.connect(str(cfg.paths.state_db))
