@@ -324,7 +324,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_echo(args: argparse.Namespace) -> int:
-    from .dispatch import Destination, DispatchError, echo
+    from .dispatch import DispatchError, echo
 
     cfg = _load(args.config)
     d = next((d for d in cfg.destinations if d.name == args.destination), None)
@@ -333,7 +333,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
               f"{[x.name for x in cfg.destinations]}")
         return 1
     try:
-        echo(Destination(d.name, d.kind, d.ae_title, d.host, d.port, d.path), cfg.node.ae_title)
+        echo(d, cfg.node.ae_title)
     except DispatchError as exc:
         print(f"FAILED: {exc}")
         return 1

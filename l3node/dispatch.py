@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 from pynetdicom import AE
+
+from .config import DestinationConfig as Destination
 
 log = logging.getLogger(__name__)
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
@@ -21,16 +22,6 @@ STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 
 class DispatchError(RuntimeError):
     """A destination did not take the results; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    name: str
-    kind: str  # dimse | folder
-    ae_title: str = ""
-    host: str = ""
-    port: int = 0
-    path: Path | None = None
 
 
 def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0) -> None:

@@ -22,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .compose import compose
 from .config import Config
-from .dispatch import Destination, DispatchError, send
+from .dispatch import DispatchError, send
 from .localize.series import CTSeries, SeriesError, build_series, scan_folder
 from .receive import Receiver
 from .spool import Spool, StudyState, safe_name
@@ -121,8 +121,7 @@ class Node:
         self._localizer = localizer
         self._lock = threading.Lock()
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.destinations = [Destination(d.name, d.kind, d.ae_title, d.host, d.port, d.path)
-                             for d in cfg.destinations]
+        self.destinations = list(cfg.destinations)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
