@@ -83,11 +83,13 @@ class ResultsConfig:
 @dataclass(frozen=True)
 class DestinationConfig:
     name: str
-    kind: str  # dimse | folder
+    kind: str  # dimse | stowrs | folder
     ae_title: str = ""
     host: str = ""
     port: int = 0
     path: Path | None = None
+    url: str = ""  # stowrs: the DICOMweb root, e.g. http://pacs:8042/dicom-web
+    token_env: str = ""  # stowrs: environment variable holding a bearer token (never logged)
 
 
 @dataclass(frozen=True)
@@ -183,13 +185,19 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
                     raise ConfigError(f"{where} ({d['name']}): a dimse destination needs {key}")
             check_ae_title(d["ae_title"], f"{where}.ae_title")
             _int(d["port"], f"{where}.port", 1, 65535)
+        elif kind == "stowrs":
+            url = d.get("url", "")
+            if not isinstance(url, str) or not re.match(r"^https?://", url):
+                raise ConfigError(f"{where}.url: a stowrs destination needs an http(s) URL, "
+                                  f"got {url!r}")
         elif kind == "folder":
             if "path" not in d:
                 raise ConfigError(f"{where} ({d['name']}): a folder destination needs path")
             fp = Path(d["path"])
             d["path"] = fp if fp.is_absolute() or base is None else base / fp
         else:
-            raise ConfigError(f'{where}.kind: must be "dimse" or "folder", got {kind!r}')
+            raise ConfigError(f'{where}.kind: must be "dimse", "stowrs" or "folder", got '
+                              f"{kind!r}")
         dests.append(DestinationConfig(**d))
     return Config(node=NodeConfig(**n), paths=PathsConfig(**p),
                   scheduler=SchedulerConfig(**sch), model=ModelConfig(**m),

@@ -1,4 +1,5 @@
-"""Send result objects to a destination: DIMSE C-STORE (pynetdicom) or a folder.
+"""Send result objects to a destination: DIMSE C-STORE (pynetdicom), DICOMweb STOW-RS
+(dicomweb-client) or a folder.
 
 Warning statuses (0xB000 coercion, 0xB006 elements discarded, 0xB007 data set does not
 match SOP class) count as stored, as PS3.4 allows; anything else is a failure the caller
@@ -8,6 +9,7 @@ retries with backoff.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -46,6 +48,9 @@ def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0) -> Non
 def send(dest: Destination, files: list[Path], calling_ae_title: str,
          timeout: float = 30.0) -> None:
     """Deliver every file or raise :class:`DispatchError` (nothing is assumed delivered)."""
+    if dest.kind == "stowrs":
+        _stow(dest, files, timeout)
+        return
     if dest.kind == "folder":
         assert dest.path is not None
         dest.path.mkdir(parents=True, exist_ok=True)
@@ -75,3 +80,25 @@ def send(dest: Destination, files: list[Path], calling_ae_title: str,
                             code)
     finally:
         assoc.release()
+
+
+def _stow(dest: Destination, files: list[Path], timeout: float) -> None:
+    """STOW-RS; the token comes from the environment variable named in the config."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    headers = {}
+    if dest.token_env:
+        token = os.environ.get(dest.token_env)
+        if not token:
+            raise DispatchError(f"{dest.name}: environment variable {dest.token_env} is not set")
+        headers["Authorization"] = f"Bearer {token}"
+    client = DICOMwebClient(url=dest.url, headers=headers)
+    try:
+        resp = client.store_instances([pydicom.dcmread(f) for f in files])
+    except requests.RequestException as exc:
+        raise DispatchError(f"{dest.name}: STOW-RS to {dest.url} failed: "
+                            f"{exc.__class__.__name__}") from exc
+    failed = resp.get("FailedSOPSequence") if resp is not None else None
+    if failed:
+        raise DispatchError(f"{dest.name}: STOW-RS refused {len(failed)} instance(s)")

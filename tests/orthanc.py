@@ -14,6 +14,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 ORTHANC = "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # orthanc-dicomweb
 
 
 def free_port() -> int:
@@ -23,7 +24,7 @@ def free_port() -> int:
 
 
 class Orthanc:
-    def __init__(self, root: Path, aet: str = "ORTHANC") -> None:
+    def __init__(self, root: Path, aet: str = "ORTHANC", dicomweb: bool = False) -> None:
         assert Path(ORTHANC).is_file(), "Orthanc is required: run `make peers`"
         self.aet = aet
         self.dicom_port, self.http_port = free_port(), free_port()
@@ -34,7 +35,9 @@ class Orthanc:
             "HttpPort": self.http_port, "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False, "DicomServerEnabled": True,
             "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
-            "OverwriteInstances": True, "Plugins": [],
+            "OverwriteInstances": True,
+            "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
+            "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
         }
         (root / "orthanc.json").write_text(json.dumps(cfg))
         self.log = (root / "orthanc.log").open("w")

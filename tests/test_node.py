@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import sqlite3
 import subprocess
 from dataclasses import replace
@@ -133,3 +134,50 @@ def test_restart_between_receive_and_processing_gives_one_result_set(tmp_path, o
 
 def _db(cfg: Config) -> sqlite3.Connection:
     return sqlite3.connect(str(cfg.paths.state_db))
+
+
+def test_stow_rs_export_into_orthanc_dicomweb(tmp_path, abdomen_study):
+    o = Orthanc(tmp_path / "orthanc-web", dicomweb=True)
+    try:
+        cfg = _config(tmp_path, o)
+        cfg = replace(cfg, destinations=(DestinationConfig(
+            name="web", kind="stowrs", url=f"http://127.0.0.1:{o.http_port}/dicom-web"),))
+        node = Node(cfg)
+        node.start()
+        try:
+            _send(node.receiver.port, abdomen_study)
+            row = wait_for(lambda: next((s for s in node.status()
+                                         if s["state"] in ("exported", "failed")), None),
+                           180, "study exported over STOW-RS")
+        finally:
+            node.stop()
+        assert row["state"] == "exported", row
+        res = _results_in_orthanc(o, load_truth(abdomen_study)["series"]["study_instance_uid"])
+        assert sorted(res) == ["KO", "OT"] and len(res["OT"]) == 2
+    finally:
+        o.stop()
+
+
+def test_late_instances_trigger_a_rerun_that_supersedes(tmp_path, orthanc, abdomen_study):
+    truth = load_truth(abdomen_study)
+    files = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
+             for f in abdomen_study.glob("*.dcm")}
+    sops = truth["series"]["sop_instance_uids"]
+    early, late = tmp_path / "early", tmp_path / "late"
+    early.mkdir()
+    late.mkdir()
+    for k, sop in enumerate(sops):  # the pelvis end arrives late
+        shutil.copy(files[sop], (late if k >= len(sops) - 10 else early))
+    node = Node(_config(tmp_path, orthanc))
+    node.start()
+    try:
+        _send(node.receiver.port, early)
+        wait_for(lambda: any(s["state"] == "exported" for s in node.status()), 180, "v1")
+        _send(node.receiver.port, late)
+        row = wait_for(lambda: next((s for s in node.status() if s["state"] == "exported"
+                                     and s["version"] == 2), None), 180, "v2 exported")
+    finally:
+        node.stop()
+    assert row["instances"] == len(sops)
+    res = _results_in_orthanc(orthanc, truth["series"]["study_instance_uid"])
+    assert len(res["KO"]) == 1 and len(res["OT"]) == 2  # replaced, not duplicated
