@@ -8,6 +8,7 @@ silently fall back to a default).  Defaults live in the dataclasses, nowhere els
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -44,6 +45,7 @@ class NodeConfig:
     max_associations: int = 8
     max_pdu: int = 262144
     other_storage: str = "ignore"  # storage SOP classes other than CT: ignore | reject
+    allowed_hosts: tuple[str, ...] = ()  # peer IP addresses allowed to connect; empty: any
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class HousekeepingConfig:
+    retention_h: float = 24.0  # delete spooled input this long after a successful export
+    disk_high_water_pct: float = 90.0  # above this disk use, refuse instances (0xA700)
+
+
+@dataclass(frozen=True)
 class ResultsConfig:
     not_found_sc: bool = True
 
@@ -100,6 +108,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
+    housekeeping: HousekeepingConfig = field(default_factory=HousekeepingConfig)
     destinations: tuple[DestinationConfig, ...] = ()
     source: Path | None = None
 
@@ -120,7 +129,8 @@ def _int(v: Any, key: str, lo: int, hi: int) -> int:
 
 def parse_config(raw: dict, base: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are relative to ``base``."""
-    sections = ["node", "paths", "scheduler", "model", "retry", "results", "destinations"]
+    sections = ["node", "paths", "scheduler", "model", "retry", "results", "housekeeping",
+                "destinations"]
     unknown = sorted(set(raw) - set(sections))
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known: {sections}")
@@ -139,6 +149,16 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
             raise ConfigError(f"node.allowed_calling_ae_titles: must be a list, got {v!r}")
         n["allowed_calling_ae_titles"] = tuple(
             check_ae_title(a, "node.allowed_calling_ae_titles") for a in v)
+    if "allowed_hosts" in n:
+        v = n["allowed_hosts"]
+        if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
+            raise ConfigError(f"node.allowed_hosts: must be a list of IP addresses, got {v!r}")
+        for a in v:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError as exc:
+                raise ConfigError(f"node.allowed_hosts: {a!r} is not an IP address") from exc
+        n["allowed_hosts"] = tuple(v)
     if n.get("other_storage", "ignore") not in ("ignore", "reject"):
         raise ConfigError(f'node.other_storage: must be "ignore" or "reject", got '
                           f"{n['other_storage']!r}")
@@ -168,6 +188,14 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     if "max_attempts" in r:
         _int(r["max_attempts"], "retry.max_attempts", 1, 1000)
     res = _section(ResultsConfig, raw.get("results", {}), "results")
+    hk = _section(HousekeepingConfig, raw.get("housekeeping", {}), "housekeeping")
+    if "retention_h" in hk and (not isinstance(hk["retention_h"], int | float)
+                                or hk["retention_h"] < 0):
+        raise ConfigError(f"housekeeping.retention_h: must be >= 0 hours, got "
+                          f"{hk['retention_h']!r}")
+    hw = hk.get("disk_high_water_pct", 90.0)
+    if not isinstance(hw, int | float) or not 0 < hw <= 100:
+        raise ConfigError(f"housekeeping.disk_high_water_pct: must be in (0, 100], got {hw!r}")
     dests = []
     names = set()
     for k, d in enumerate(raw.get("destinations", [])):
@@ -202,6 +230,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     return Config(node=NodeConfig(**n), paths=PathsConfig(**p),
                   scheduler=SchedulerConfig(**sch), model=ModelConfig(**m),
                   retry=RetryConfig(**r), results=ResultsConfig(**res),
+                  housekeeping=HousekeepingConfig(**hk),
                   destinations=tuple(dests), source=base)
 
 

@@ -116,7 +116,8 @@ class Node:
                                   isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(STATE_SCHEMA)
-        self.receiver = Receiver(cfg.node, self.spool)
+        self.receiver = Receiver(cfg.node, self.spool,
+                                 disk_high_water_pct=cfg.housekeeping.disk_high_water_pct)
         self.results_root = Path(cfg.paths.spool) / "_results"
         self._localizer = localizer
         self._lock = threading.Lock()
@@ -169,6 +170,17 @@ class Node:
             for uid in batch:
                 self.process(uid)
             self.dispatch_pending()
+            self.housekeeping()
+
+    def housekeeping(self) -> None:
+        """Delete spooled input of studies exported more than ``retention_h`` ago."""
+        cutoff = time.time() - 3600.0 * self.cfg.housekeeping.retention_h
+        old = [r[0] for r in self.db.execute(
+            "SELECT study_instance_uid FROM study WHERE state = ? AND exported_at < ? AND "
+            "purged_at IS NULL", (StudyState.EXPORTED, cutoff))]
+        for uid in old:
+            n = self.spool.purge(uid)
+            log.info("retention: removed %d spooled instances of %s", n, uid)
 
     def process(self, study_uid: str) -> None:
         claimed = self.db.execute(
@@ -265,9 +277,9 @@ class Node:
                                    "AND version = ? AND state != 'sent'",
                                    (study_uid, version)).fetchone()[0]
             if not left:
-                self.db.execute("UPDATE study SET state = ? WHERE study_instance_uid = ? AND "
-                                "state IN (?, ?) AND version = ?",
-                                (StudyState.EXPORTED, study_uid, StudyState.DONE,
+                self.db.execute("UPDATE study SET state = ?, exported_at = ? WHERE "
+                                "study_instance_uid = ? AND state IN (?, ?) AND version = ?",
+                                (StudyState.EXPORTED, time.time(), study_uid, StudyState.DONE,
                                  StudyState.NOT_FOUND, version))
             log.info("exported %s v%d to %s", study_uid, version, name)
 

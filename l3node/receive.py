@@ -8,6 +8,7 @@ disk and in the state database.  Heavy work belongs to the scheduler.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 from collections.abc import Callable
 from enum import IntEnum
@@ -40,8 +41,10 @@ class Receiver:
     """Owns the pynetdicom server; :meth:`start` returns at once, :meth:`stop` drains."""
 
     def __init__(self, cfg: NodeConfig, spool: Spool,
-                 on_stored: Callable[[StoredInstance, str], None] | None = None) -> None:
+                 on_stored: Callable[[StoredInstance, str], None] | None = None,
+                 disk_high_water_pct: float = 100.0) -> None:
         self.cfg = cfg
+        self.high_water = disk_high_water_pct
         self.spool = spool
         self.on_stored = on_stored
         self._server = None
@@ -66,12 +69,27 @@ class Receiver:
         handlers = [(evt.EVT_C_STORE, self._on_store)]
         self._server = self.ae.start_server((self.cfg.host, self.cfg.port), block=False,
                                             evt_handlers=handlers)
+        # socketserver's own hook: refuse a connection from a host not on the allow-list
+        self._server.verify_request = self._verify_peer  # type: ignore[method-assign]
         log.info("listening as %s on %s:%d", self.cfg.ae_title, self.cfg.host, self.port)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+    def _verify_peer(self, request: object, client_address: tuple[str, int]) -> bool:
+        allowed = self.cfg.allowed_hosts
+        if allowed and client_address[0] not in allowed:
+            log.warning("refused a connection from %s (not in node.allowed_hosts)",
+                        client_address[0])
+            return False
+        return True
+
+    def disk_full(self) -> bool:
+        """Above the high-water mark the node refuses instances instead of filling the disk."""
+        usage = shutil.disk_usage(self.spool.root)
+        return 100.0 * usage.used / usage.total >= self.high_water
 
     # -- C-STORE ---------------------------------------------------------------------------
     def _on_store(self, event: evt.Event) -> int:
@@ -90,6 +108,9 @@ class Receiver:
         except Exception as exc:
             log.warning("cannot parse instance %s from %s: %s", sop_uid, calling, exc)
             return StoreStatus.CANNOT_UNDERSTAND
+        if self.disk_full():
+            log.error("spool disk above %.3g %%: refusing instance %s", self.high_water, sop_uid)
+            return StoreStatus.OUT_OF_RESOURCES
         if not study or not series:
             log.warning("instance %s lacks Study/Series Instance UID", sop_uid)
             return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS

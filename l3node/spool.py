@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -55,7 +56,9 @@ CREATE TABLE IF NOT EXISTS study (
     first_instance_at REAL NOT NULL,
     last_instance_at REAL NOT NULL,
     instances INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 0
+    version INTEGER NOT NULL DEFAULT 0,
+    exported_at REAL,
+    purged_at REAL
 );
 """
 
@@ -124,6 +127,17 @@ class Spool:
                 path.unlink(missing_ok=True)
                 raise
         return StoredInstance(StoreOutcome.STORED, path)
+
+    def purge(self, study_uid: str) -> int:
+        """Delete a study's spooled input (after export); the study row stays, marked."""
+        with self._lock:
+            folder = self.root / safe_name(study_uid)
+            n = self.db.execute("DELETE FROM instance WHERE study_instance_uid = ?",
+                                (study_uid,)).rowcount
+            shutil.rmtree(folder, ignore_errors=True)
+            self.db.execute("UPDATE study SET purged_at = ? WHERE study_instance_uid = ?",
+                            (time.time(), study_uid))
+        return n
 
     def instances(self, study_uid: str) -> list[tuple[str, Path]]:
         rows = self.db.execute(

@@ -181,3 +181,18 @@ def test_late_instances_trigger_a_rerun_that_supersedes(tmp_path, orthanc, abdom
     assert row["instances"] == len(sops)
     res = _results_in_orthanc(orthanc, truth["series"]["study_instance_uid"])
     assert len(res["KO"]) == 1 and len(res["OT"]) == 2  # replaced, not duplicated
+
+
+def test_retention_removes_spooled_input_after_export(tmp_path, orthanc, chest_study):
+    cfg = _config(tmp_path, orthanc)
+    cfg = replace(cfg, housekeeping=replace(cfg.housekeeping, retention_h=0.0005))  # ~2 s
+    node = Node(cfg)
+    node.start()
+    try:
+        _send(node.receiver.port, chest_study)
+        wait_for(lambda: any(s["state"] == "exported" for s in node.status()), 180, "exported")
+        wait_for(lambda: not list((tmp_path / "spool").glob("2.25.*")), 60,
+                 "spooled input removed")
+        assert node.status()[0]["state"] == "exported"  # the record stays
+    finally:
+        node.stop()

@@ -38,9 +38,9 @@ def node(tmp_path):
     spool.close()
 
 
-def _storescu(rx: Receiver, folder: Path, aet: str = "STORESCU") -> subprocess.CompletedProcess:
-    return subprocess.run([STORESCU, "-aet", aet, "-aec", rx.cfg.ae_title, "+sd", "+r",
-                           "+sp", "*.dcm", "127.0.0.1", str(rx.port), str(folder)],
+def _storescu(rx: Receiver, folder: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", rx.cfg.ae_title, *extra,
+                           "+sd", "+r", "+sp", "*.dcm", "127.0.0.1", str(rx.port), str(folder)],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -144,3 +144,49 @@ def test_missing_study_uid_and_non_ct_instances(node, chest_study):
 def test_config_errors_name_the_key_and_value(raw, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(raw)
+
+
+def test_ip_allow_list_refuses_other_hosts(tmp_path):
+    spool = Spool(tmp_path / "spool", tmp_path / "state.db")
+    port = free_port()
+    for allowed, ok in ((("127.0.0.2",), False), (("127.0.0.1",), True)):
+        rx = Receiver(NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=port,
+                                 allowed_hosts=allowed), spool)
+        rx.start()
+        try:
+            res = subprocess.run([ECHOSCU, "-aet", "ECHOSCU", "-aec", "L3NODE", "127.0.0.1",
+                                  str(port)], capture_output=True, text=True, timeout=60)
+        finally:
+            rx.stop()
+        assert (res.returncode == 0) is ok, (allowed, res.stdout + res.stderr)
+    spool.close()
+
+
+def test_above_the_disk_high_water_mark_instances_are_refused(tmp_path, chest_study):
+    spool = Spool(tmp_path / "spool", tmp_path / "state.db")
+    rx = Receiver(NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port()), spool,
+                  disk_high_water_pct=0.001)  # any real disk is fuller than this
+    rx.start()
+    try:
+        res = _storescu(rx, chest_study, "-v")
+        echo = subprocess.run([ECHOSCU, "-aet", "ECHOSCU", "-aec", "L3NODE", "127.0.0.1",
+                               str(rx.port)], capture_output=True, text=True, timeout=60)
+    finally:
+        rx.stop()
+    out = res.stdout + res.stderr
+    assert "Refused: OutOfResources" in out, out  # DCMTK names status 0xA700 so
+    assert spool.studies() == [] and not list(spool.root.rglob("*.dcm"))
+    assert echo.returncode == 0  # the node stays up and answers
+    spool.close()
+
+
+def test_more_config_errors():
+    with pytest.raises(ConfigError, match="not an IP address"):
+        parse_config({"node": {"allowed_hosts": ["pacs.example"]}})
+    with pytest.raises(ConfigError, match="disk_high_water_pct"):
+        parse_config({"housekeeping": {"disk_high_water_pct": 150}})
+    with pytest.raises(ConfigError, match="stowrs destination needs an http"):
+        parse_config({"destinations": [{"name": "w", "kind": "stowrs", "url": "ftp://x"}]})
+    with pytest.raises(ConfigError, match="used twice"):
+        parse_config({"destinations": [{"name": "a", "kind": "folder", "path": "/x"},
+                                       {"name": "a", "kind": "folder", "path": "/y"}]})
