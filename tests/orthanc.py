@@ -24,10 +24,11 @@ def free_port() -> int:
 
 
 class Orthanc:
-    def __init__(self, root: Path, aet: str = "ORTHANC", dicomweb: bool = False) -> None:
+    def __init__(self, root: Path, aet: str = "ORTHANC", dicomweb: bool = False,
+                 dicom_port: int | None = None) -> None:
         assert Path(ORTHANC).is_file(), "Orthanc is required: run `make peers`"
         self.aet = aet
-        self.dicom_port, self.http_port = free_port(), free_port()
+        self.dicom_port, self.http_port = dicom_port or free_port(), free_port()
         root.mkdir(parents=True, exist_ok=True)
         cfg = {
             "Name": "l3node-test", "StorageDirectory": str(root / "db"),

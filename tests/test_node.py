@@ -6,6 +6,7 @@ import io
 import shutil
 import sqlite3
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from l3node.config import (
     ModelConfig,
     NodeConfig,
     PathsConfig,
+    RetryConfig,
     SchedulerConfig,
 )
 from l3node.node import Node, study_status
@@ -194,5 +196,48 @@ def test_retention_removes_spooled_input_after_export(tmp_path, orthanc, chest_s
         wait_for(lambda: not list((tmp_path / "spool").glob("2.25.*")), 60,
                  "spooled input removed")
         assert node.status()[0]["state"] == "exported"  # the record stays
+    finally:
+        node.stop()
+
+
+def test_pacs_down_ends_failed_then_retry_delivers(tmp_path, chest_study):
+    port = free_port()
+    cfg = Config(
+        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port()),
+        paths=PathsConfig(spool=tmp_path / "spool", state_db=tmp_path / "state.db"),
+        scheduler=SchedulerConfig(study_quiet_s=1.0, poll_s=0.3),
+        model=ModelConfig(path=default_model_dir()),
+        retry=RetryConfig(max_attempts=3, backoff_s=0.2, backoff_max_s=1.0),
+        destinations=(DestinationConfig(name="pacs", kind="dimse", ae_title="ORTHANC",
+                                        host="127.0.0.1", port=port),),
+    )
+    node = Node(cfg)
+    node.start()
+    try:
+        _send(node.receiver.port, chest_study)
+        row = wait_for(lambda: next((s for s in node.status()
+                                     if s["exports"].get("pacs", {}).get("state") == "failed"),
+                                    None), 120, "export failed while the PACS is down")
+        assert row["exports"]["pacs"]["attempts"] == 3
+        assert "no association" in row["exports"]["pacs"]["last_error"]
+        o = Orthanc(tmp_path / "orthanc", dicom_port=port)
+        try:
+            toml = tmp_path / "node.toml"
+            toml.write_text(f'[paths]\nspool = "{tmp_path / "spool"}"\n'
+                            f'state_db = "{tmp_path / "state.db"}"\n'
+                            f'[[destinations]]\nname = "pacs"\nkind = "dimse"\n'
+                            f'ae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {port}\n')
+            echo = subprocess.run([sys.executable, "-m", "l3node", "echo", "pacs", "--config",
+                                   str(toml)], capture_output=True, text=True, timeout=60)
+            assert echo.returncode == 0 and "C-ECHO OK" in echo.stdout, echo.stdout
+            retry = subprocess.run([sys.executable, "-m", "l3node", "retry",
+                                    row["study_instance_uid"], "--config", str(toml)],
+                                   capture_output=True, text=True, timeout=60)
+            assert retry.returncode == 0 and "1 failed export(s)" in retry.stdout, retry.stdout
+            wait_for(lambda: any(s["state"] == "exported" for s in node.status()), 60,
+                     "exported after retry")
+            assert len(_results_in_orthanc(o, row["study_instance_uid"])["OT"]) == 1
+        finally:
+            o.stop()
     finally:
         node.stop()
