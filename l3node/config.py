@@ -78,6 +78,15 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """Which series of a study the localizer runs on (see l3node.node.select_series)."""
+
+    min_slices: int = 8
+    prefer_primary: bool = True  # ORIGINAL/PRIMARY before DERIVED/SECONDARY
+    prefer: str = "thinnest"  # tie-break after coverage: thinnest | thickest
+
+
+@dataclass(frozen=True)
 class HousekeepingConfig:
     retention_h: float = 24.0  # delete spooled input this long after a successful export
     disk_high_water_pct: float = 90.0  # above this disk use, refuse instances (0xA700)
@@ -109,6 +118,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     housekeeping: HousekeepingConfig = field(default_factory=HousekeepingConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     destinations: tuple[DestinationConfig, ...] = ()
     source: Path | None = None
 
@@ -130,7 +140,7 @@ def _int(v: Any, key: str, lo: int, hi: int) -> int:
 def parse_config(raw: dict, base: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are relative to ``base``."""
     sections = ["node", "paths", "scheduler", "model", "retry", "results", "housekeeping",
-                "destinations"]
+                "selection", "destinations"]
     unknown = sorted(set(raw) - set(sections))
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known: {sections}")
@@ -188,6 +198,12 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     if "max_attempts" in r:
         _int(r["max_attempts"], "retry.max_attempts", 1, 1000)
     res = _section(ResultsConfig, raw.get("results", {}), "results")
+    sel = _section(SelectionConfig, raw.get("selection", {}), "selection")
+    if "min_slices" in sel:
+        _int(sel["min_slices"], "selection.min_slices", 2, 100000)
+    if sel.get("prefer", "thinnest") not in ("thinnest", "thickest"):
+        raise ConfigError(f'selection.prefer: must be "thinnest" or "thickest", got '
+                          f"{sel['prefer']!r}")
     hk = _section(HousekeepingConfig, raw.get("housekeeping", {}), "housekeeping")
     if "retention_h" in hk and (not isinstance(hk["retention_h"], int | float)
                                 or hk["retention_h"] < 0):
@@ -230,7 +246,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     return Config(node=NodeConfig(**n), paths=PathsConfig(**p),
                   scheduler=SchedulerConfig(**sch), model=ModelConfig(**m),
                   retry=RetryConfig(**r), results=ResultsConfig(**res),
-                  housekeeping=HousekeepingConfig(**hk),
+                  housekeeping=HousekeepingConfig(**hk), selection=SelectionConfig(**sel),
                   destinations=tuple(dests), source=base)
 
 

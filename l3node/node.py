@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .compose import compose
-from .config import Config
+from .config import Config, SelectionConfig
 from .dispatch import DispatchError, send
 from .localize.series import CTSeries, SeriesError, build_series, scan_folder
 from .receive import Receiver
@@ -67,15 +67,22 @@ class Selection:
     skipped: dict[str, str]
 
 
-def select_series(folder: Path, min_slices: int = 8) -> Selection:
+def select_series(folder: Path, rules: SelectionConfig | None = None) -> Selection:
     """The best candidate CT series of a study, and why each other one was skipped.
 
-    Candidates must load as an axial series (see :mod:`l3node.localize.series`); among them
-    ORIGINAL/PRIMARY beats derived, then the widest z coverage (to 1 cm) wins, then the
-    thinnest slices.
+    Candidates must load as an axial CT series (see :mod:`l3node.localize.series`) with at
+    least ``min_slices``; then ORIGINAL/PRIMARY beats derived (``prefer_primary``), the widest
+    z coverage (to 1 cm) wins, and the thinnest (or thickest) slices break ties.  Files the
+    loader could not use are summarised by reason.
     """
-    groups, _ = scan_folder(folder)
+    rules = rules or SelectionConfig()
+    groups, bad_files = scan_folder(folder)
     skipped: dict[str, str] = {}
+    reasons: dict[str, int] = {}
+    for _, why in bad_files:
+        reasons[why] = reasons.get(why, 0) + 1
+    for why, count in reasons.items():
+        skipped[f"({count} file(s))"] = why
     ok: list[CTSeries] = []
     for key, cand in groups.items():
         if cand.localizer:
@@ -86,23 +93,25 @@ def select_series(folder: Path, min_slices: int = 8) -> Selection:
         except SeriesError as exc:
             skipped[key] = str(exc)
             continue
-        if len(s) < min_slices:
-            skipped[key] = f"{len(s)} slices"
+        if len(s) < rules.min_slices:
+            skipped[key] = f"{len(s)} slices (fewer than selection.min_slices)"
             continue
         ok.append(s)
     if not ok:
         return Selection(None, skipped)
+    sign = -1.0 if rules.prefer == "thinnest" else 1.0
 
     def rank(s: CTSeries) -> tuple:
-        primary = "ORIGINAL" in s.image_type or not s.image_type
+        primary = ("ORIGINAL" in s.image_type or not s.image_type) if rules.prefer_primary \
+            else True
         cover = round(float(s.z_mm.max() - s.z_mm.min()) / 10.0)
-        return (primary, cover, -s.slice_thickness_mm)
+        return (primary, cover, sign * s.slice_thickness_mm)
 
     ok.sort(key=rank, reverse=True)
     for s in ok[1:]:
         skipped[s.series_instance_uid] = (
-            f"another series covers more or is thinner ({len(s)} slices, "
-            f"{s.slice_thickness_mm:g} mm)")
+            f"not the best candidate ({len(s)} slices, {s.slice_thickness_mm:g} mm, "
+            f"{s.z_mm.max() - s.z_mm.min():.0f} mm coverage)")
     return Selection(ok[0], skipped)
 
 
@@ -192,10 +201,11 @@ class Node:
                                   (study_uid,)).fetchone()[0]
         t0 = time.perf_counter()
         try:
-            sel = select_series(self.spool.root / safe_name(study_uid))
+            sel = select_series(self.spool.root / safe_name(study_uid), self.cfg.selection)
             if sel.series is None:
-                self._finish(study_uid, version, StudyState.FAILED, None, "not_found", None,
-                             None, "no usable CT series", sel.skipped, [])
+                why = "; ".join(f"{k}: {v}" for k, v in sel.skipped.items())
+                self._finish(study_uid, version, StudyState.FAILED, None, "no_series", None,
+                             None, f"no usable CT series ({why})"[:2000], sel.skipped, [])
                 return
             res = self.localizer.run(sel.series)
             d = res.decision

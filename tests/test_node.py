@@ -241,3 +241,35 @@ def test_pacs_down_ends_failed_then_retry_delivers(tmp_path, chest_study):
             o.stop()
     finally:
         node.stop()
+
+
+def test_series_selection_prefers_primary_then_coverage_and_says_why(tmp_path, chest_study):
+    from l3node.config import SelectionConfig
+    from l3node.node import select_series
+
+    study = tmp_path / "study"
+    study.mkdir()
+    files = sorted(chest_study.glob("*.dcm"))
+    for k, f in enumerate(files):
+        shutil.copy(f, study / f"a{k}.dcm")
+        ds = pydicom.dcmread(f)  # a derived copy: same coverage
+        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".9"
+        ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.save_as(study / f"b{k}.dcm")
+    for k, f in enumerate(files[:5]):  # a short series
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".7"
+        ds.SOPInstanceUID = ds.SOPInstanceUID + ".7"
+        ds.save_as(study / f"c{k}.dcm")
+    (study / "junk.dcm").write_bytes(b"\0" * 300)
+    truth = load_truth(chest_study)
+    sel = select_series(study)
+    assert sel.series.series_instance_uid == truth["series"]["series_instance_uid"]
+    uid = truth["series"]["series_instance_uid"]
+    assert "not the best candidate" in sel.skipped[uid + ".9"]
+    assert "5 slices" in sel.skipped[uid + ".7"]
+    assert any("unreadable" in why for why in sel.skipped.values())
+    strict = select_series(study, SelectionConfig(min_slices=100))
+    assert strict.series is None
+    assert "fewer than selection.min_slices" in strict.skipped[uid]

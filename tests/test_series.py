@@ -182,3 +182,25 @@ def test_real_slices_with_blank_uids_load():
     hu = s.hu([0, 19])
     assert hu.shape == (2, 512, 512)
     assert -1100 < hu.min() < -900 and hu.max() > 500  # air and bone: real HU
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "syntax"),
+    [
+        ("/usr/bin/dcmcjpeg", ["+e1"], "1.2.840.10008.1.2.4.70"),  # JPEG lossless SV1
+        ("/usr/bin/dcmconv", ["+td"], "1.2.840.10008.1.2.1.99"),  # deflated explicit VR LE
+    ],
+)
+def test_jpeg_lossless_and_deflated_series_decode_to_the_same_hu(chest_study, tmp_path, tool,
+                                                                 args, syntax):
+    import subprocess
+
+    out = tmp_path / "conv"
+    out.mkdir()
+    for f in sorted(chest_study.glob("*.dcm")):
+        res = subprocess.run([tool, *args, str(f), str(out / f.name)], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    a, b = load_series(chest_study), load_series(out)
+    assert pydicom.dcmread(b.slices[0].path).file_meta.TransferSyntaxUID == syntax
+    np.testing.assert_array_equal(a.hu(range(0, len(a), 5)), b.hu(range(0, len(b), 5)))
