@@ -243,6 +243,10 @@ def _add_node_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the node (receive, localize, send results)")
     p.add_argument("--config", type=Path, default=cfg_default)
     p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("check-config", help="validate a configuration; C-ECHO destinations")
+    p.add_argument("--config", type=Path, default=cfg_default)
+    p.add_argument("--no-echo", action="store_true", help="skip the C-ECHO of destinations")
+    p.set_defaults(func=_cmd_check_config)
     p = sub.add_parser("status", help="studies and their states, from the state database")
     p.add_argument("--config", type=Path, default=cfg_default)
     p.add_argument("--json", action="store_true")
@@ -282,6 +286,48 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     stop.wait()
     node.stop()
     return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    """Exit 0 when the file is valid, its paths writable, the model loadable and every
+    DIMSE destination answers C-ECHO; else 1, with one line per problem."""
+    import os
+
+    from .config import ConfigError
+    from .dispatch import DispatchError, echo
+    from .localize.model import ArtifactError, load_artifact
+
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(f"FAIL {exc}")
+        return 1
+    problems = []
+    for what, path in (("paths.spool", cfg.paths.spool),
+                       ("paths.state_db", cfg.paths.state_db.parent)):
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            problems.append(f"{what}: {path} is not writable (checked {probe})")
+    try:
+        m = load_artifact(cfg.model.path)
+        print(f"ok   model {m.spec.version} ({m.spec.input_mode}) at {cfg.model.path}")
+    except ArtifactError as exc:
+        problems.append(f"model.path: {exc}")
+    for d in cfg.destinations:
+        if args.no_echo or d.kind != "dimse":
+            continue
+        try:
+            echo(d, cfg.node.ae_title)
+            print(f"ok   {d.name}: C-ECHO {d.ae_title}@{d.host}:{d.port}")
+        except DispatchError as exc:
+            problems.append(str(exc))
+    for p in problems:
+        print(f"FAIL {p}")
+    if not problems:
+        print(f"ok   {args.config}")
+    return 1 if problems else 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
