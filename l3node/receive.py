@@ -26,6 +26,26 @@ from .spool import Spool, StoredInstance, StoreOutcome
 
 log = logging.getLogger(__name__)
 CT_CLASSES = (CTImageStorage, EnhancedCTImageStorage)
+# Transfer syntaxes accepted for CT: those pydicom decodes with pylibjpeg (openjpeg, libjpeg,
+# rle) and pyjpegls.  Video, JPIP and JPEG XL are not offered for CT.
+CT_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
 
 
 class StoreStatus(IntEnum):
@@ -57,8 +77,11 @@ class Receiver:
         ae.add_supported_context(Verification)
         classes = [cx.abstract_syntax for cx in AllStoragePresentationContexts] if (
             cfg.other_storage == "ignore") else list(CT_CLASSES)
-        for uid in dict.fromkeys([*CT_CLASSES, *classes]):
-            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        for uid in CT_CLASSES:
+            ae.add_supported_context(uid, list(CT_TRANSFER_SYNTAXES))
+        for uid in dict.fromkeys(classes):
+            if uid not in CT_CLASSES:
+                ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
         self.ae = ae
 
     @property
