@@ -197,8 +197,12 @@ def compose(series: CTSeries, index: int | None, confidence: float, model_versio
 
 
 def _save(ds: pydicom.Dataset, out_dir: Path) -> Path:
-    if ds.Modality != "KO" and "Laterality" not in ds:
-        ds.Laterality = None  # General Series, Type 2C: present and empty (unpaired trunk)
+    if ds.Modality != "KO":
+        if "Laterality" not in ds:
+            ds.Laterality = None  # General Series, Type 2C: present and empty (unpaired trunk)
+        ds.BurnedInAnnotation = "YES"  # the banner is in the pixels
+    else:
+        ds.SeriesDescription = "L3 (automated)"
     path = out_dir / f"{ds.Modality}-{ds.SOPInstanceUID}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path
