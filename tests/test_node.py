@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -78,7 +79,8 @@ def _results_in_orthanc(o: Orthanc, study_uid: str) -> dict[str, list[pydicom.Da
     return out
 
 
-def test_study_goes_through_the_node_into_orthanc(tmp_path, orthanc, abdomen_study):
+def test_study_goes_through_the_node_into_orthanc(tmp_path, orthanc, abdomen_study, caplog):
+    caplog.set_level(logging.DEBUG)
     truth = load_truth(abdomen_study)
     study_uid = truth["series"]["study_instance_uid"]
     node = Node(_config(tmp_path, orthanc))
@@ -109,6 +111,11 @@ def test_study_goes_through_the_node_into_orthanc(tmp_path, orthanc, abdomen_stu
         r = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
         out = r.stdout + r.stderr
         assert "Error" not in out, (f.name, out)
+    # No PHI in the logs (UIDs are fine): name, ID and birth date never appear.
+    ct = pydicom.dcmread(next(abdomen_study.glob("*.dcm")), stop_before_pixels=True)
+    assert study_uid in caplog.text  # the logs were captured ...
+    for phi in (str(ct.PatientName), ct.PatientID, ct.PatientBirthDate):
+        assert phi not in caplog.text, phi  # ... and hold no patient identifiers
 
 
 def test_restart_between_receive_and_processing_gives_one_result_set(tmp_path, orthanc,
