@@ -84,7 +84,8 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one writer; SQLite serialises anyway
-        self.db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+        self.db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None,
+                                  timeout=30)  # wait for the scheduler's writes, not 0xA700
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
