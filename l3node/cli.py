@@ -391,6 +391,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
     import pydicom
     from pynetdicom import AE, StoragePresentationContexts
 
+    from .dispatch import STORED_STATUSES
+
     host, _, port = args.to.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f'"--to" must be HOST:PORT, got {args.to!r}')
@@ -417,7 +419,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     try:
         for f, _ in files:
             status = assoc.send_c_store(pydicom.dcmread(f))
-            if not status or int(status.Status) not in (0x0000, 0xB000, 0xB006, 0xB007):
+            if not status or int(status.Status) not in STORED_STATUSES:
                 failed += 1
                 print(f"{f.name}: {'no response' if not status else hex(status.Status)}")
     finally:

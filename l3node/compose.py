@@ -79,7 +79,7 @@ def _banner(img: Image.Image, lines: list[str]) -> Image.Image:
     return out
 
 
-def _common(ref: pydicom.Dataset) -> dict:
+def _common() -> dict:
     now = dt.datetime.now()
     return {
         "manufacturer": MANUFACTURER,
@@ -98,7 +98,7 @@ def axial_sc(ref: pydicom.Dataset, hu: np.ndarray, uids: ResultUIDs, text: list[
         bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=uids.sc_series,
         series_number=SC_SERIES_NUMBER, sop_instance_uid=uids.sc_axial,
         instance_number=instance_number, series_description="L3 (automated)",
-        pixel_spacing=tuple(float(v) for v in ref.PixelSpacing), **_common(ref))
+        pixel_spacing=tuple(float(v) for v in ref.PixelSpacing), **_common())
 
 
 def sagittal_sc(ref: pydicom.Dataset, series: CTSeries, index: int | None, uids: ResultUIDs,
@@ -126,7 +126,7 @@ def sagittal_sc(ref: pydicom.Dataset, series: CTSeries, index: int | None, uids:
         ref_dataset=ref, pixel_array=np.asarray(img), photometric_interpretation="RGB",
         bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=uids.sc_series,
         series_number=SC_SERIES_NUMBER, sop_instance_uid=uids.sc_sagittal, instance_number=2,
-        series_description="L3 (automated)", pixel_spacing=(dy, dy), **_common(ref))
+        series_description="L3 (automated)", pixel_spacing=(dy, dy), **_common())
 
 
 def not_found_sc(ref: pydicom.Dataset, hu: np.ndarray, uids: ResultUIDs,
@@ -137,7 +137,7 @@ def not_found_sc(ref: pydicom.Dataset, hu: np.ndarray, uids: ResultUIDs,
         ref_dataset=ref, pixel_array=np.asarray(img), photometric_interpretation="MONOCHROME2",
         bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=uids.sc_series,
         series_number=SC_SERIES_NUMBER, sop_instance_uid=uids.sc_not_found, instance_number=1,
-        series_description="L3 (automated)", **_common(ref))
+        series_description="L3 (automated)", **_common())
 
 
 def key_object(l3_ref: pydicom.Dataset, sc: hd.sc.SCImage, uids: ResultUIDs,

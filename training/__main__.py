@@ -191,7 +191,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from l3node.localize.model import load_artifact
     from l3node.localize.series import load_series
 
-    from .report import error_metrics, hard_case_metrics
+    from .report import case_errors, error_metrics, hard_case_metrics
 
     cases = _load_cases(args)
     model = load_artifact(args.model, device=pick_device(args.device))
@@ -203,13 +203,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         rec = {"case_id": c.case_id, "folder": c.folder, "status": res.status,
                "index": res.index, "hard": c.hard, "evaluated": res.evaluated,
                "slices": len(s), "seconds": round(res.timings.total_s, 2)}
-        if c.l3_first is not None:
-            mid = (c.l3_first + c.l3_last) // 2
-            rec["truth_index"] = mid
-            if res.index is not None:
-                rec.update(error_slices=int(res.index - mid),
-                           error_mm=float(abs(s.z_mm[res.index] - s.z_mm[mid])),
-                           pred_z=float(s.z_mm[res.index]), truth_z=float(s.z_mm[mid]))
+        rec.update(case_errors(s.z_mm, res.index, c.l3_first, c.l3_last))
         records.append(rec)
         print(json.dumps(rec), flush=True)
     ordinary = [r for r in records if not (r["hard"].get("transitional")

@@ -33,6 +33,7 @@ from l3node.localize.decision import DecisionParams, decide
 from l3node.localize.model import L3Net
 
 from .data import Cache
+from .report import case_errors, slice_metrics
 
 GRAD_METHODS = ("l2norm", "global-l2norm")
 
@@ -275,24 +276,16 @@ def evaluate(net: L3Net, cache: Cache, cases: list[int], cfg: TrainConfig,
         case = cache.cases[c]
         rec = {"case_id": case.case_id, "status": d.status, "index": d.index,
                "confidence": d.confidence, "hard": case.hard}
-        if case.l3_first is not None:
-            truth_mid = (case.l3_first + case.l3_last) // 2
-            rec["truth_index"] = truth_mid
-            if d.index is not None:
-                err = d.index - truth_mid
-                rec["error_slices"] = int(err)
-                rec["error_mm"] = float(abs(cache.z_mm[sl][d.index] - cache.z_mm[sl][truth_mid]))
-                rec["pred_z"] = float(cache.z_mm[sl][d.index])
-                rec["truth_z"] = float(cache.z_mm[sl][truth_mid])
+        rec.update(case_errors(cache.z_mm[sl], d.index, case.l3_first, case.l3_last))
         per_case.append(rec)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    counts = {"tp": tp, "fp": fp, "fn": fn}
+    sm = slice_metrics(counts)
     errs = [abs(r["error_slices"]) for r in per_case if "error_slices" in r]
     mm = [r["error_mm"] for r in per_case if "error_mm" in r]
     with_l3 = [r for r in per_case if "truth_index" in r]
     summary = {
-        "val_f1": f1, "val_precision": precision, "val_recall": recall,
+        "val_f1": sm["slice_f1"], "val_precision": sm["slice_precision"],
+        "val_recall": sm["slice_recall"], "slice_counts": counts,
         "val_error_slices_mean": float(np.mean(errs)) if errs else None,
         "val_error_mm_mean": float(np.mean(mm)) if mm else None,
         "val_found": sum(r["status"] == "found" for r in with_l3),

@@ -15,6 +15,20 @@ import numpy as np
 HARD_GROUPS = ("transitional", "l3_truncated", "no_l3", "metal_implant", "feet_first")
 
 
+def case_errors(z_mm: np.ndarray, index: int | None, first: int | None,
+                last: int | None) -> dict:
+    """One case's record fields: the truth's middle slice and, when the localizer chose a
+    slice, its error in slices and mm and both positions (Fig. 4)."""
+    if first is None or last is None:
+        return {}
+    mid = (first + last) // 2
+    rec: dict = {"truth_index": mid}
+    if index is not None:
+        rec.update(error_slices=int(index - mid), error_mm=float(abs(z_mm[index] - z_mm[mid])),
+                   pred_z=float(z_mm[index]), truth_z=float(z_mm[mid]))
+    return rec
+
+
 def error_metrics(cases: list[dict]) -> dict:
     """Summary over cases that have an L3 truth (and found-rate over those without)."""
     with_l3 = [c for c in cases if "truth_index" in c]

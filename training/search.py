@@ -113,7 +113,7 @@ def objective_value(f1: float) -> float:
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(5, 10))
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     raise ValueError(f'sampler must be "gp" or "tpe", got {name!r}')
@@ -182,17 +182,11 @@ def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
         per_case.extend(ev["cases"])
         histories.append(hist.epochs)
         s = ev["summary"]
-        tp = s["val_recall"] * _positives(cache, test)
-        slice_counts["tp"] += tp
-        slice_counts["fn"] += _positives(cache, test) - tp
-        slice_counts["fp"] += (tp / s["val_precision"] - tp) if s["val_precision"] else 0
+        for k, v in s["slice_counts"].items():
+            slice_counts[k] += v
         log(f"fold {f + 1}: F1 {s['val_f1']:.3f}, mean |error| "
             f"{_fmt(s['val_error_slices_mean'])} slices / {_fmt(s['val_error_mm_mean'])} mm")
     return {"cases": per_case, "histories": histories, "slice_counts": slice_counts}
-
-
-def _positives(cache: Cache, idx: list[int]) -> int:
-    return int(sum(int(cache.labels[cache.case_slices(c)].sum()) for c in idx))
 
 
 def _fmt(v: float | None) -> str:

@@ -13,7 +13,8 @@ from .series import CTSeries
 MAX_ROWS = 400
 
 
-def _win(a: np.ndarray, lo: float = -250.0, hi: float = 450.0) -> np.ndarray:
+def window01(a: np.ndarray, lo: float = -250.0, hi: float = 450.0) -> np.ndarray:
+    """HU to [0, 1] for display (default: a wide soft-tissue window)."""
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
 
 
@@ -35,7 +36,7 @@ def qc_png(series: CTSeries, result: Result, path: Path, title: str = "") -> Pat
     ax_s = fig.add_axes((0.03, 0.06, 0.3, 0.86))
     ax_p = fig.add_axes((0.34, 0.06, 0.1, 0.86), sharey=ax_s)
     ax_a = fig.add_axes((0.47, 0.06, 0.5, 0.86))
-    ax_s.imshow(_win(sag), cmap="gray", aspect="auto",
+    ax_s.imshow(window01(sag), cmap="gray", aspect="auto",
                 extent=(0, first.rows * dy, z[idx[-1]], z[idx[0]]))
     ax_s.set_ylabel("z (mm)")
     ax_s.set_title("sagittal (image centre)")
@@ -52,7 +53,7 @@ def qc_png(series: CTSeries, result: Result, path: Path, title: str = "") -> Pat
         for ax in (ax_s, ax_p):
             ax.axhline(zl, color="red", lw=1.2)
             ax.axhspan(z[d.last], z[d.first], color="yellow", alpha=0.15)
-        ax_a.imshow(_win(series.hu([d.index])[0]), cmap="gray")
+        ax_a.imshow(window01(series.hu([d.index])[0]), cmap="gray")
         ax_a.set_title(f"L3: slice {d.index + 1}/{n}, z = {zl:.1f} mm, "
                        f"confidence {d.confidence:.2f}")
     else:

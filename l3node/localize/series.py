@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,6 +293,3 @@ def load_series(folder: Path, series_uid: str | None = None) -> CTSeries:
 def _rank(c: _Candidate) -> tuple[int, int, int]:
     return (int(not c.localizer), int(c.primary), len(c.headers))
 
-
-def candidate_summary(groups: Iterable[tuple[str, _Candidate]]) -> list[str]:
-    return [f"{k}: {len(c.headers)} slices, {c.description!r}" for k, c in groups]

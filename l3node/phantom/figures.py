@@ -14,17 +14,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-
-def _hu(ds: pydicom.Dataset) -> np.ndarray:
-    arr = ds.pixel_array.astype(np.float32)
-    arr = arr * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    if next(map(float, ds.ImageOrientationPatient)) < 0:  # feet-first: mirror back
-        arr = arr[:, ::-1]
-    return arr
-
-
-def _window(a: np.ndarray, lo: float = -250.0, hi: float = 450.0) -> np.ndarray:
-    return np.clip((a - lo) / (hi - lo), 0, 1)
+from ..localize.qc import window01
+from ..localize.series import read_hu
 
 
 def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
@@ -52,7 +43,7 @@ def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
         if v["slice_range"]:
             wanted[(v["slice_range"][0] + v["slice_range"][1]) // 2] = name
     for i, uid in enumerate(sops):
-        a = _hu(pydicom.dcmread(files[uid]))
+        a = read_hu(files[uid])
         sag.append(a[:, col])
         cor.append(a[row, :])
         if i in wanted:
@@ -68,7 +59,7 @@ def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
         (axs[0], np.array(sag), extent_sag, "sagittal (y →)"),
         (axs[1], np.array(cor), extent_cor, "coronal (x →)"),
     ):
-        ax.imshow(_window(img), cmap="gray", extent=ext, aspect="equal")
+        ax.imshow(window01(img), cmap="gray", extent=ext, aspect="equal")
         ax.set_title(title)
         for v in truth["vertebrae"]:
             zlo, zhi = v["z_range_mm"]
@@ -99,7 +90,7 @@ def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
         axs = np.atleast_1d(axs)
         for ax, name in zip(axs, ("L1", "L3", "L5"), strict=False):
             if name in axials:
-                ax.imshow(_window(axials[name]), cmap="gray")
+                ax.imshow(window01(axials[name]), cmap="gray")
                 ax.set_title(f"axial, middle of {name}")
             ax.axis("off")
         fig.tight_layout()

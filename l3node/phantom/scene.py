@@ -36,7 +36,14 @@ class Scene:
     metal: list[Primitive] = field(default_factory=list)
     hu: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def outer(self) -> Section:
+        """The body outline (skin and subcutaneous fat) of the trunk: its width sets the
+        field of view and the noise level of each slice."""
+        return self._outer
+
     def finish(self) -> Scene:
+        self._outer = next(q for q in self.prims if isinstance(q, Section) and q.layer == L_OUTER)
         self.prims.sort(key=lambda q: q.layer)  # stable: insertion order within a layer
         zr = np.array([q.z_range() for q in self.prims], dtype=np.float64)
         self.zmin, self.zmax = zr[:, 0], zr[:, 1]

@@ -148,9 +148,7 @@ def plan_study(req: StudyRequest) -> Plan:
 
 
 def _body_width(scene: Scene, zs: list[float]) -> float:
-    from .raster import Section
-
-    outer = next(q for q in scene.prims if isinstance(q, Section) and q.layer == 10)
+    outer = scene.outer
     z0, z1 = min(zs), max(zs)
     mask = (outer.zs >= z0) & (outer.zs <= z1)
     a = outer.a[mask] if mask.any() else np.array([outer.at(0.5 * (z0 + z1))[2]])
@@ -159,10 +157,7 @@ def _body_width(scene: Scene, zs: list[float]) -> float:
 
 def scene_ref_y(scene: Scene, p: Patient) -> float:
     """Centre of the FOV in y: the trunk centre at L3."""
-    from .raster import Section
-
-    outer = next(q for q in scene.prims if isinstance(q, Section) and q.layer == 10)
-    return outer.at(p.l3.z_mid)[1]
+    return scene.outer.at(p.l3.z_mid)[1]
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -190,10 +185,7 @@ def _render_chunk(args: tuple[Path, list[int]]) -> list[tuple[int, str, int]]:
 
 
 def _width_at(scene: Scene, z: float) -> float:
-    from .raster import Section
-
-    outer = next(q for q in scene.prims if isinstance(q, Section) and q.layer == 10)
-    return 2.0 * max(outer.at(z)[2], 60.0)
+    return 2.0 * max(scene.outer.at(z)[2], 60.0)
 
 
 def generate_study(out_dir: Path, req: StudyRequest, workers: int | None = None) -> dict:
