@@ -7,8 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from l3node.localize.decision import DecisionParams
 
 
 def _make_phantom_set(args: argparse.Namespace) -> int:
@@ -39,8 +43,18 @@ def _make_phantom_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _decision(cases: list, cache: object) -> DecisionParams:
+    """Decision parameters with the L3 height range learned from the cases' truth (complete
+    L3s only); the defaults when fewer than three cases have one."""
     from l3node.localize.decision import DecisionParams
+
+    heights = [(c.l3_last - c.l3_first + 1) * cache.spacing_mm[i] for i, c in enumerate(cases)
+               if c.l3_first is not None and not c.hard.get("l3_truncated")]
+    return DecisionParams().with_heights(np.array(heights)) if len(heights) >= 3 else (
+        DecisionParams())
+
+
+def _train(args: argparse.Namespace) -> int:
     from l3node.localize.model import ModelSpec, save_artifact
     from l3node.localize.preprocess import Preprocessing
 
@@ -55,10 +69,7 @@ def _train(args: argparse.Namespace) -> int:
     order = rng.permutation(n)
     n_val = round(n * args.val_fraction)
     val, tr = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
-    heights = [(c.l3_last - c.l3_first + 1) * cache.spacing_mm[i]
-               for i, c in enumerate(cases) if c.l3_first is not None
-               and not c.hard.get("l3_truncated")]
-    dec = DecisionParams().with_heights(np.array(heights))
+    dec = _decision(cases, cache)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                       input_mode=args.input_mode, seed=args.seed, l2=args.l2,
                       class_weight=args.class_weight, oversample=args.oversample,
@@ -107,7 +118,6 @@ def _load_cases(args: argparse.Namespace) -> list:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from l3node.localize.decision import DecisionParams
     from l3node.localize.localizer import pick_device
     from l3node.localize.model import ModelSpec, save_artifact
     from l3node.localize.preprocess import Preprocessing
@@ -135,10 +145,7 @@ def _search(args: argparse.Namespace) -> int:
 
     pre = Preprocessing(size=budget.input_size)
     cache = build_cache(cases, pre, args.cache, log=log)
-    heights = [(c.l3_last - c.l3_first + 1) * cache.spacing_mm[i] for i, c in enumerate(cases)
-               if c.l3_first is not None and not c.hard.get("l3_truncated")]
-    decision = DecisionParams().with_heights(np.array(heights)) if len(heights) >= 3 else (
-        DecisionParams())
+    decision = _decision(cases, cache)
     device = pick_device(args.device)
     base = TrainConfig(epochs=epochs, input_mode=args.input_mode, seed=args.seed,
                        neg_per_case=budget.neg_per_case, device=device,
@@ -182,6 +189,66 @@ def _search(args: argparse.Namespace) -> int:
     out = args.out or run / "model"
     save_artifact(out, net, spec, half=args.half)
     log(f"model written to {out}")
+    return 0
+
+
+def _cv(args: argparse.Namespace) -> int:
+    """Cross-validate one fixed configuration (e.g. the shipped model's) per input mode.
+
+    The search's cross-validation without the search: it answers "which input mode, and
+    what error does this configuration reach on unseen patients" when a full search does not
+    fit the machine.  ``--check-fp16 MODE`` also tests that mode's fold networks with float16
+    weights, as the artifact stores them.
+    """
+    import dataclasses
+
+    from l3node.localize.localizer import pick_device
+    from l3node.localize.preprocess import Preprocessing
+
+    from .data import build_cache
+    from .loop import TrainConfig
+    from .report import summarise, write_report
+    from .search import cross_validate, folds
+
+    cases = _load_cases(args)
+    run: Path = args.run
+    run.mkdir(parents=True, exist_ok=True)
+    log_f = (run / "log.txt").open("a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        log_f.write(msg + "\n")
+        log_f.flush()
+
+    raw = json.loads(args.config.read_text())
+    raw = raw.get("config", raw)  # a training.json or a bare TrainConfig dict
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    device = pick_device(args.device)
+    cache = build_cache(cases, Preprocessing(), args.cache, log=log)
+    decision = _decision(cases, cache)
+    fold_list = folds(len(cases), args.folds, args.seed)
+    results, cvs, checks = [], [], {}
+    for mode in args.input_mode:
+        cfg = TrainConfig(**{k: v for k, v in raw.items() if k in names})
+        cfg = dataclasses.replace(cfg, input_mode=mode, device=device, seed=args.seed,
+                                  epochs=args.epochs or cfg.epochs,
+                                  precision="bf16" if device == "cpu" else "fp32")
+        log(f"== cross-validation, input {mode}: {args.folds} folds, {cfg.epochs} epochs, "
+            f"config {args.config}")
+        cv = cross_validate(cache, fold_list, cfg, decision, log=log,
+                            eval_precision=args.eval_precision,
+                            check_half=mode in args.check_fp16)
+        params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
+        results.append(summarise(f"fixed config, {mode} input", cv, params, mode))
+        cvs.append(cv)
+        if "half_checks" in cv:
+            checks[mode] = cv["half_checks"]
+    extra = {"cases": len(cases), "folds": args.folds, "budget": "fixed configuration",
+             "sampler": "none", "seed": args.seed, "epochs": args.epochs,
+             "eval_precision": args.eval_precision, "fp16_checks": checks,
+             "config_from": str(args.config), "decision": decision.__dict__}
+    write_report(run, results, cvs, extra)
+    log(f"report written to {run / 'report.md'}")
     return 0
 
 
@@ -268,6 +335,27 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("--version", default="dev")
     se.add_argument("--half", action="store_true", help="store fp16 weights")
     se.set_defaults(func=_search)
+    cv = sub.add_parser("cv", help="cross-validate a fixed configuration per input mode")
+    cv.add_argument("--data", type=Path, help="folder of phantom studies (truth.json)")
+    cv.add_argument("--csv", type=Path)
+    cv.add_argument("--mask", action="append")
+    cv.add_argument("--run", type=Path, required=True, help="run folder (report, log)")
+    cv.add_argument("--config", type=Path, required=True,
+                    help="training.json of a model, or a JSON TrainConfig")
+    cv.add_argument("--input-mode", nargs="+", choices=("paper", "context"),
+                    default=["context", "paper"])
+    cv.add_argument("--cache", type=Path, default=Path(".cache/slices"))
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--epochs", type=int, default=None, help="default: the config's")
+    cv.add_argument("--eval-precision", choices=("fp32", "bf16"), default="bf16",
+                    help="precision of the test passes (bf16: as the search scores trials)")
+    cv.add_argument("--check-fp16", choices=("paper", "context"), action="append", default=[],
+                    help="also test this input mode's fold networks with float16 weights "
+                         "(in fp32, as the node runs)")
+    cv.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.set_defaults(func=_cv)
+
     ev = sub.add_parser("evaluate", help="run a model artifact on labelled held-out series")
     ev.add_argument("--model", type=Path, required=True)
     ev.add_argument("--data", type=Path)

@@ -19,6 +19,7 @@ and the report compares them (the paper's Table 2).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -27,12 +28,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import optuna
+import torch
 from optuna.trial import TrialState
 
-from l3node.localize.decision import DecisionParams
+from l3node.localize.decision import DecisionParams, decide
 
 from .data import Cache
-from .loop import TrainConfig, evaluate, train
+from .loop import TrainConfig, case_probabilities, evaluate, train
 
 # The paper's Table 1: name, kind, range.  Names are the ones Optuna stores.
 TABLE_1: list[tuple[str, str, tuple]] = [
@@ -167,16 +169,25 @@ def run_search(cache: Cache, train_idx: list[int], val_idx: list[int], base: Tra
 
 
 def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
-                   decision: DecisionParams, log: Callable[[str], None] = print) -> dict:
-    """Train on k−1 folds, test on the held-out one, for each fold; per-case records."""
+                   decision: DecisionParams, log: Callable[[str], None] = print,
+                   eval_precision: str | None = None, check_half: bool = False) -> dict:
+    """Train on k−1 folds, test on the held-out one, for each fold; per-case records.
+
+    ``eval_precision`` tests in another precision than training used (``fp32``: as the node
+    runs by default).  ``check_half`` also tests each fold's network with its weights rounded
+    to float16 — how the artifact stores them — against the full weights, both in fp32 (in
+    bf16 the rounding would vanish), and counts the decisions that change.
+    """
     per_case: list[dict] = []
     histories = []
+    half_checks = []
     slice_counts = {"tp": 0, "fp": 0, "fn": 0}
+    ecfg = replace(cfg, precision=eval_precision) if eval_precision else cfg
     for f, test in enumerate(fold_list):
         tr = [i for g, fold in enumerate(fold_list) if g != f for i in fold]
         log(f"fold {f + 1}/{len(fold_list)}: train {len(tr)} cases, test {len(test)}")
         net, hist = train(cache, tr, cfg, decision=decision)
-        ev = evaluate(net, cache, test, cfg, decision)
+        ev = evaluate(net, cache, test, ecfg, decision)
         for r in ev["cases"]:
             r["fold"] = f
         per_case.extend(ev["cases"])
@@ -186,7 +197,32 @@ def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
             slice_counts[k] += v
         log(f"fold {f + 1}: F1 {s['val_f1']:.3f}, mean |error| "
             f"{_fmt(s['val_error_slices_mean'])} slices / {_fmt(s['val_error_mm_mean'])} mm")
-    return {"cases": per_case, "histories": histories, "slice_counts": slice_counts}
+        if check_half:
+            hc = half_check(net, cache, test, replace(cfg, precision="fp32"), decision)
+            half_checks.append({"fold": f, **hc})
+            log(f"fold {f + 1}: float16 weights change {hc['decisions_changed']} of "
+                f"{hc['cases']} decisions; max |Δp| {hc['max_abs_dprob']:.2e}")
+    out = {"cases": per_case, "histories": histories, "slice_counts": slice_counts}
+    if check_half:
+        out["half_checks"] = half_checks
+    return out
+
+
+def half_check(net: torch.nn.Module, cache: Cache, cases: list[int], cfg: TrainConfig,
+               decision: DecisionParams) -> dict:
+    """Decisions of ``net`` with float16-rounded weights against its full-precision ones."""
+    rounded = copy.deepcopy(net)
+    rounded.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                             for k, v in net.state_dict().items()})
+    changed, dp = 0, 0.0
+    for c in cases:
+        z = cache.z_mm[cache.case_slices(c)]
+        p_full = case_probabilities(net, cache, c, cfg)
+        p_half = case_probabilities(rounded, cache, c, cfg)
+        a, b = decide(z, p_full, decision), decide(z, p_half, decision)
+        changed += (a.index, a.status) != (b.index, b.status)
+        dp = max(dp, float(np.abs(p_full - p_half).max()))
+    return {"cases": len(cases), "decisions_changed": int(changed), "max_abs_dprob": dp}
 
 
 def _fmt(v: float | None) -> str:
