@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-PEERS   := dcmtk orthanc orthanc-dicomweb dicom3tools
+PEERS   := dcmtk orthanc orthanc-dicomweb dicom3tools chromium
 
 .PHONY: install peers test demo lint bench clean
 

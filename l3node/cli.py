@@ -268,21 +268,27 @@ def _add_node_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import logging
     import signal
     import threading
 
+    from .logs import configure as configure_logs
     from .node import Node
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    node = Node(_load(args.config))
+    cfg = _load(args.config)
+    configure_logs(cfg.logging.level, cfg.logging.format, cfg.logging.hash_uids)
+    node = Node(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    node.start()
+    try:
+        node.start()
+    except (RuntimeError, OSError) as exc:
+        print(f"l3node: cannot start: {exc}", file=sys.stderr)
+        node.stop()
+        return 1
     print(f"l3node serving as {node.cfg.node.ae_title} on port {node.receiver.port}", flush=True)
+    if node.web is not None:
+        print(f"status page: http://{node.web.host}:{node.web.port}/", flush=True)
     stop.wait()
     node.stop()
     return 0
@@ -333,7 +339,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from .node import STATE_SCHEMA, study_status
+    from .node import ensure_schema, study_status
     from .spool import SCHEMA
 
     cfg = _load(args.config)
@@ -341,7 +347,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"no state database at {cfg.paths.state_db} (nothing received yet)")
         return 0
     db = sqlite3.connect(str(cfg.paths.state_db))
-    db.executescript(SCHEMA + STATE_SCHEMA)
+    db.executescript(SCHEMA)
+    ensure_schema(db)
     rows = study_status(db)
     if args.json:
         print(json.dumps(rows, indent=1))

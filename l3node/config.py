@@ -1,7 +1,8 @@
 """One validated configuration, loaded once at start and passed down (TOML).
 
 Sections: ``[node]`` (the DICOM listener), ``[paths]``, ``[scheduler]``, ``[model]``,
-``[retry]``, ``[results]`` and ``[[destinations]]``.  Every value is checked here
+``[retry]``, ``[results]``, ``[housekeeping]``, ``[selection]``, ``[web]`` (status page),
+``[logging]`` and ``[[destinations]]``.  Every value is checked here
 with a message naming the key and the value, and unknown keys are errors (a typo must not
 silently fall back to a default).  Defaults live in the dataclasses, nowhere else.
 """
@@ -98,6 +99,25 @@ class ResultsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The status page, ``/metrics`` and ``/healthz`` (l3node.web)."""
+
+    enabled: bool = False  # the example configuration turns it on
+    host: str = "127.0.0.1"  # localhost only unless the admin opens it
+    port: int = 8080
+    token_env: str = ""  # environment variable holding a token the page requires; "" = none
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """One line per event (l3node.logs); UIDs optionally hashed."""
+
+    level: str = "INFO"
+    format: str = "text"  # text | json
+    hash_uids: bool = False
+
+
+@dataclass(frozen=True)
 class DestinationConfig:
     name: str
     kind: str  # dimse | stowrs | folder
@@ -119,6 +139,8 @@ class Config:
     results: ResultsConfig = field(default_factory=ResultsConfig)
     housekeeping: HousekeepingConfig = field(default_factory=HousekeepingConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     destinations: tuple[DestinationConfig, ...] = ()
     source: Path | None = None
 
@@ -140,7 +162,7 @@ def _int(v: Any, key: str, lo: int, hi: int) -> int:
 def parse_config(raw: dict, base: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are relative to ``base``."""
     sections = ["node", "paths", "scheduler", "model", "retry", "results", "housekeeping",
-                "selection", "destinations"]
+                "selection", "web", "logging", "destinations"]
     unknown = sorted(set(raw) - set(sections))
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known: {sections}")
@@ -212,6 +234,15 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     hw = hk.get("disk_high_water_pct", 90.0)
     if not isinstance(hw, int | float) or not 0 < hw <= 100:
         raise ConfigError(f"housekeeping.disk_high_water_pct: must be in (0, 100], got {hw!r}")
+    web = _parse_web(raw.get("web", {}))
+    lg = _section(LoggingConfig, raw.get("logging", {}), "logging")
+    if lg.get("level", "INFO") not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"logging.level: must be DEBUG, INFO, WARNING or ERROR, got "
+                          f"{lg['level']!r}")
+    if lg.get("format", "text") not in ("text", "json"):
+        raise ConfigError(f'logging.format: must be "text" or "json", got {lg["format"]!r}')
+    if not isinstance(lg.get("hash_uids", False), bool):
+        raise ConfigError("logging.hash_uids: must be true or false")
     dests = []
     names = set()
     for k, d in enumerate(raw.get("destinations", [])):
@@ -247,7 +278,27 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
                   scheduler=SchedulerConfig(**sch), model=ModelConfig(**m),
                   retry=RetryConfig(**r), results=ResultsConfig(**res),
                   housekeeping=HousekeepingConfig(**hk), selection=SelectionConfig(**sel),
+                  web=web, logging=LoggingConfig(**lg),
                   destinations=tuple(dests), source=base)
+
+
+def _parse_web(raw: dict) -> WebConfig:
+    w = _section(WebConfig, raw, "web")
+    if not isinstance(w.get("enabled", False), bool):
+        raise ConfigError("web.enabled: must be true or false")
+    if "port" in w:
+        _int(w["port"], "web.port", 1, 65535)
+    if "host" in w:
+        try:
+            ipaddress.ip_address(w["host"])
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"web.host: must be an IP address to bind (127.0.0.1 for this "
+                              f"machine only, 0.0.0.0 for every interface), got "
+                              f"{w['host']!r}") from exc
+    tok = w.get("token_env", "")
+    if not isinstance(tok, str) or (tok and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", tok)):
+        raise ConfigError(f"web.token_env: must name an environment variable, got {tok!r}")
+    return WebConfig(**w)
 
 
 def load_config(path: Path) -> Config:

@@ -17,6 +17,7 @@ import pydicom
 from pynetdicom import AE
 
 from .config import DestinationConfig as Destination
+from .logs import event
 
 log = logging.getLogger(__name__)
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
@@ -76,8 +77,8 @@ def send(dest: Destination, files: list[Path], calling_ae_title: str,
                                     f"0x{code & 0xFFFF:04X}" if code >= 0 else
                                     f"{dest.name}: no C-STORE response for {ds.SOPInstanceUID}")
             if code:
-                log.warning("%s stored %s with warning 0x%04X", dest.name, ds.SOPInstanceUID,
-                            code)
+                event(log, "export.warning", logging.WARNING, destination=dest.name,
+                      sop=str(ds.SOPInstanceUID), status=f"0x{code:04X}")
     finally:
         assoc.release()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,11 +25,14 @@ from .compose import compose
 from .config import Config, SelectionConfig
 from .dispatch import DispatchError, send
 from .localize.series import CTSeries, SeriesError, build_series, scan_folder
+from .logs import event
+from .metrics import Metrics
 from .receive import Receiver
 from .spool import Spool, StudyState, safe_name
 
 if TYPE_CHECKING:
     from .localize.localizer import Localizer
+    from .web import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ CREATE TABLE IF NOT EXISTS result (
     skipped_series TEXT,
     files TEXT NOT NULL,
     created_at REAL NOT NULL,
+    processing_s REAL,
     PRIMARY KEY (study_instance_uid, version)
 );
 CREATE TABLE IF NOT EXISTS export (
@@ -56,9 +61,21 @@ CREATE TABLE IF NOT EXISTS export (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_error TEXT,
+    sent_at REAL,
     PRIMARY KEY (study_instance_uid, version, destination)
 );
 """
+# Columns added after the first release: (table, column, type) — added to older databases.
+ADDED_COLUMNS = (("result", "processing_s", "REAL"), ("export", "sent_at", "REAL"))
+
+
+def ensure_schema(db: sqlite3.Connection) -> None:
+    """Create the result/export tables, or add the columns an older database lacks."""
+    db.executescript(STATE_SCHEMA)
+    for table, column, kind in ADDED_COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 @dataclass
@@ -124,29 +141,64 @@ class Node:
         self.db = sqlite3.connect(str(cfg.paths.state_db), check_same_thread=False,
                                   isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(STATE_SCHEMA)
+        ensure_schema(self.db)
+        self.metrics = Metrics()
+        self.metrics.watch_queue(self.reader)
         self.receiver = Receiver(cfg.node, self.spool,
-                                 disk_high_water_pct=cfg.housekeeping.disk_high_water_pct)
+                                 disk_high_water_pct=cfg.housekeeping.disk_high_water_pct,
+                                 metrics=self.metrics)
         self.results_root = Path(cfg.paths.spool) / "_results"
         self._localizer = localizer
         self._lock = threading.Lock()
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.destinations = list(cfg.destinations)
+        self.web: StatusServer | None = None
+
+    def reader(self) -> sqlite3.Connection:
+        """A read-only connection of its own, for other threads (the status page): the
+        node's connection is busy in the scheduler's transactions."""
+        db = sqlite3.connect(f"file:{self.cfg.paths.state_db}?mode=ro", uri=True, timeout=30,
+                             check_same_thread=False)
+        return db
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        """Load the model, open the status page (if enabled), then listen and schedule;
+        anything that cannot start raises before the DICOM port accepts an instance."""
         n = self.db.execute("UPDATE study SET state = ? WHERE state = ?",
                             (StudyState.COMPLETE, StudyState.PROCESSING)).rowcount
         if n:
-            log.info("resuming %d study(ies) interrupted while processing", n)
+            event(log, "node.resuming", studies=n, reason="interrupted while processing")
         self.localizer  # load the model before accepting work  # noqa: B018
+        if self.cfg.web.enabled:
+            self.web = self._start_web()
         self.receiver.start()
         self.scheduler.add_job(self.tick, "interval", seconds=self.cfg.scheduler.poll_s,
                                max_instances=1, coalesce=True, id="tick")
         self.scheduler.start()
 
+    def _start_web(self) -> StatusServer:
+        from .web import StatusServer
+
+        w = self.cfg.web
+        token = None
+        if w.token_env:
+            token = os.environ.get(w.token_env)
+            if not token:
+                raise RuntimeError(f"web.token_env: environment variable {w.token_env} is "
+                                   "not set (the status page would be open without a token)")
+        try:
+            server = StatusServer(self, w.host, w.port, token)
+        except OSError as exc:
+            raise OSError(f"web: cannot listen on {w.host}:{w.port}: {exc}") from exc
+        server.start()
+        return server
+
     def stop(self) -> None:
-        self.scheduler.shutdown(wait=True)
+        if self.web is not None:
+            self.web.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
         self.receiver.stop()
         self.db.close()
         self.spool.close()
@@ -189,7 +241,7 @@ class Node:
             "purged_at IS NULL", (StudyState.EXPORTED, cutoff))]
         for uid in old:
             n = self.spool.purge(uid)
-            log.info("retention: removed %d spooled instances of %s", n, uid)
+            event(log, "study.purged", study=uid, instances=n, reason="retention")
 
     def process(self, study_uid: str) -> None:
         claimed = self.db.execute(
@@ -205,7 +257,7 @@ class Node:
             if sel.series is None:
                 why = "; ".join(f"{k}: {v}" for k, v in sel.skipped.items())
                 self._finish(study_uid, version, StudyState.FAILED, None, "no_series", None,
-                             None, f"no usable CT series ({why})"[:2000], sel.skipped, [])
+                             None, f"no usable CT series ({why})"[:2000], sel.skipped, [], t0)
                 return
             res = self.localizer.run(sel.series)
             d = res.decision
@@ -219,34 +271,47 @@ class Node:
                          StudyState.DONE if found else StudyState.NOT_FOUND, sel.series,
                          res.status, d.index if found else None,
                          d.confidence if found else None, res.reason, sel.skipped,
-                         composed.files)
-            log.info("study %s v%d: %s in %.1f s (%d of %d slices evaluated)", study_uid,
-                     version, res.status, time.perf_counter() - t0, res.evaluated,
-                     res.slice_count)
+                         composed.files, t0)
+            event(log, "study.processed", study=study_uid, version=version, status=res.status,
+                  series=sel.series.series_instance_uid, l3_index=d.index if found else None,
+                  seconds=round(time.perf_counter() - t0, 2), evaluated=res.evaluated,
+                  slices=res.slice_count)
         except Exception as exc:
-            log.exception("study %s v%d failed", study_uid, version)
+            event(log, "study.failed", logging.ERROR, exc_info=True, study=study_uid,
+                  version=version, reason=str(exc))
             self._finish(study_uid, version, StudyState.FAILED, None, "error", None, None,
-                         str(exc), {}, [])
+                         str(exc), {}, [], t0)
 
     def _finish(self, study_uid: str, version: int, state: StudyState,
                 series: CTSeries | None, status: str, index: int | None,
                 conf: float | None, reason: str, skipped: dict[str, str],
-                files: list[Path]) -> None:
+                files: list[Path], started: float) -> None:
         sl = series.slices[index] if series is not None and index is not None else None
+        seconds = time.perf_counter() - started
         self.db.execute("BEGIN IMMEDIATE")
         self.db.execute(
-            "INSERT OR REPLACE INTO result VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO result (study_instance_uid, version, series_instance_uid, "
+            "status, l3_index, l3_sop_instance_uid, z_mm, confidence, reason, skipped_series, "
+            "files, created_at, processing_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (study_uid, version, series.series_instance_uid if series else None, status, index,
              sl.sop_instance_uid if sl else None, sl.z_mm if sl else None, conf, reason,
-             json.dumps(skipped), json.dumps([str(f) for f in files]), time.time()))
+             json.dumps(skipped), json.dumps([str(f) for f in files]), time.time(), seconds))
         # only if nothing new arrived meanwhile (else the study is receiving again)
         self.db.execute("UPDATE study SET state = ? WHERE study_instance_uid = ? AND state = ?",
                         (state, study_uid, StudyState.PROCESSING))
         if files:
             for dest in self.destinations:
-                self.db.execute("INSERT OR REPLACE INTO export VALUES (?, ?, ?, 'pending', 0, ?, "
-                                "NULL)", (study_uid, version, dest.name, time.time()))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO export (study_instance_uid, version, destination, "
+                    "state, attempts, next_attempt_at) VALUES (?, ?, ?, 'pending', 0, ?)",
+                    (study_uid, version, dest.name, time.time()))
         self.db.execute("COMMIT")
+        result = {StudyState.DONE: "found", StudyState.NOT_FOUND: "not_found"}.get(state,
+                                                                                  "failed")
+        self.metrics.studies.labels(result).inc()
+        self.metrics.processing_seconds.observe(seconds)
+        if result == "failed":
+            self.metrics.failures.labels("processing").inc()
 
     def dispatch_pending(self) -> None:
         now = time.time()
@@ -264,34 +329,45 @@ class Node:
             except (DispatchError, OSError) as exc:
                 attempts += 1
                 rc = self.cfg.retry
+                self.metrics.failures.labels("export").inc()
                 if attempts >= rc.max_attempts:
                     self.db.execute("UPDATE export SET state = 'failed', attempts = ?, "
                                     "last_error = ? WHERE study_instance_uid = ? AND version = ? "
                                     "AND destination = ?",
                                     (attempts, str(exc), study_uid, version, name))
-                    log.error("export of %s v%d to %s failed for good: %s", study_uid, version,
-                              name, exc)
+                    self.metrics.exports.labels(name, "failed").inc()
+                    event(log, "export.failed", logging.ERROR, study=study_uid, version=version,
+                          destination=name, attempts=attempts, reason=str(exc))
                 else:
                     delay = min(rc.backoff_s * 2 ** (attempts - 1), rc.backoff_max_s)
                     self.db.execute("UPDATE export SET attempts = ?, next_attempt_at = ?, "
                                     "last_error = ? WHERE study_instance_uid = ? AND version = ? "
                                     "AND destination = ?",
                                     (attempts, now + delay, str(exc), study_uid, version, name))
-                    log.warning("export of %s v%d to %s: %s; retry in %.0f s", study_uid,
-                                version, name, exc, delay)
+                    self.metrics.exports.labels(name, "retry").inc()
+                    event(log, "export.retry", logging.WARNING, study=study_uid,
+                          version=version, destination=name, attempts=attempts,
+                          retry_in_s=delay, reason=str(exc))
                 continue
-            self.db.execute("UPDATE export SET state = 'sent', attempts = ? WHERE "
+            sent_at = time.time()
+            self.db.execute("UPDATE export SET state = 'sent', attempts = ?, sent_at = ? WHERE "
                             "study_instance_uid = ? AND version = ? AND destination = ?",
-                            (attempts + 1, study_uid, version, name))
+                            (attempts + 1, sent_at, study_uid, version, name))
+            self.metrics.exports.labels(name, "sent").inc()
+            event(log, "export.sent", study=study_uid, version=version, destination=name)
             left = self.db.execute("SELECT COUNT(*) FROM export WHERE study_instance_uid = ? "
                                    "AND version = ? AND state != 'sent'",
                                    (study_uid, version)).fetchone()[0]
             if not left:
-                self.db.execute("UPDATE study SET state = ?, exported_at = ? WHERE "
-                                "study_instance_uid = ? AND state IN (?, ?) AND version = ?",
-                                (StudyState.EXPORTED, time.time(), study_uid, StudyState.DONE,
-                                 StudyState.NOT_FOUND, version))
-            log.info("exported %s v%d to %s", study_uid, version, name)
+                done = self.db.execute(
+                    "UPDATE study SET state = ?, exported_at = ? WHERE study_instance_uid = ? "
+                    "AND state IN (?, ?) AND version = ? RETURNING last_instance_at",
+                    (StudyState.EXPORTED, sent_at, study_uid, StudyState.DONE,
+                     StudyState.NOT_FOUND, version)).fetchone()
+                if done is not None:
+                    self.metrics.latency_seconds.observe(sent_at - done[0])
+                    event(log, "study.exported", study=study_uid, version=version,
+                          latency_s=round(sent_at - done[0], 2))
 
     # -- admin views ------------------------------------------------------------------------
     def status(self) -> list[dict]:
@@ -301,20 +377,26 @@ class Node:
         return retry_exports(self.db, study_uid)
 
 
-def study_status(db: sqlite3.Connection) -> list[dict]:
+def study_status(db: sqlite3.Connection, limit: int | None = None) -> list[dict]:
+    """Every study (most recent first, at most ``limit``) with its current result, timings
+    and delivery per destination — what ``l3node status`` and the status page show."""
     rows = db.execute(
-        "SELECT s.study_instance_uid, s.state, s.instances, s.version, r.status, r.l3_index, "
-        "r.l3_sop_instance_uid, r.z_mm, r.confidence, r.reason FROM study s LEFT JOIN result r ON "
-        "r.study_instance_uid = s.study_instance_uid AND r.version = s.version "
-        "ORDER BY s.last_instance_at DESC").fetchall()
-    keys = ("study_instance_uid", "state", "instances", "version", "result", "l3_index",
-            "l3_sop_instance_uid", "z_mm", "confidence", "reason")
+        "SELECT s.study_instance_uid, s.state, s.instances, s.version, s.first_instance_at, "
+        "s.last_instance_at, s.exported_at, r.status, r.l3_index, r.l3_sop_instance_uid, "
+        "r.z_mm, r.confidence, r.reason, r.processing_s, r.created_at, r.files FROM study s "
+        "LEFT JOIN result r ON r.study_instance_uid = s.study_instance_uid AND r.version = "
+        "s.version ORDER BY s.last_instance_at DESC LIMIT ?", (limit or -1,)).fetchall()
+    keys = ("study_instance_uid", "state", "instances", "version", "first_instance_at",
+            "last_instance_at", "exported_at", "result", "l3_index", "l3_sop_instance_uid",
+            "z_mm", "confidence", "reason", "processing_s", "result_at", "files")
     out = [dict(zip(keys, r, strict=True)) for r in rows]
     for o in out:
-        o["exports"] = {d: {"state": st, "attempts": a, "last_error": e} for d, st, a, e in
-                        db.execute("SELECT destination, state, attempts, last_error FROM export "
-                                   "WHERE study_instance_uid = ? AND version = ?",
-                                   (o["study_instance_uid"], o["version"]))}
+        o["files"] = json.loads(o["files"]) if o["files"] else []
+        o["exports"] = {d: {"state": st, "attempts": a, "last_error": e, "sent_at": t}
+                        for d, st, a, e, t in db.execute(
+                            "SELECT destination, state, attempts, last_error, sent_at FROM "
+                            "export WHERE study_instance_uid = ? AND version = ?",
+                            (o["study_instance_uid"], o["version"]))}
     return out
 
 

@@ -22,6 +22,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from .config import NodeConfig
+from .logs import event
+from .metrics import Metrics
 from .spool import Spool, StoredInstance, StoreOutcome
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,9 @@ class Receiver:
 
     def __init__(self, cfg: NodeConfig, spool: Spool,
                  on_stored: Callable[[StoredInstance, str], None] | None = None,
-                 disk_high_water_pct: float = 100.0) -> None:
+                 disk_high_water_pct: float = 100.0, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self.high_water = disk_high_water_pct
         self.spool = spool
         self.on_stored = on_stored
@@ -85,6 +88,10 @@ class Receiver:
         self.ae = ae
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def port(self) -> int:
         return self._server.server_address[1] if self._server else self.cfg.port
 
@@ -94,7 +101,8 @@ class Receiver:
                                             evt_handlers=handlers)
         # socketserver's own hook: refuse a connection from a host not on the allow-list
         self._server.verify_request = self._verify_peer  # type: ignore[method-assign]
-        log.info("listening as %s on %s:%d", self.cfg.ae_title, self.cfg.host, self.port)
+        event(log, "listener.started", ae_title=self.cfg.ae_title, host=self.cfg.host,
+              port=self.port)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -104,8 +112,8 @@ class Receiver:
     def _verify_peer(self, request: object, client_address: tuple[str, int]) -> bool:
         allowed = self.cfg.allowed_hosts
         if allowed and client_address[0] not in allowed:
-            log.warning("refused a connection from %s (not in node.allowed_hosts)",
-                        client_address[0])
+            event(log, "connection.refused", logging.WARNING, peer=client_address[0],
+                  reason="not in node.allowed_hosts")
             return False
         return True
 
@@ -115,41 +123,57 @@ class Receiver:
         return 100.0 * usage.used / usage.total >= self.high_water
 
     # -- C-STORE ---------------------------------------------------------------------------
-    def _on_store(self, event: evt.Event) -> int:
-        """Check, write, acknowledge.  Returns a status from :class:`StoreStatus`."""
-        sop_class = str(event.request.AffectedSOPClassUID)
-        sop_uid = str(event.request.AffectedSOPInstanceUID)
-        calling = event.assoc.requestor.ae_title
+    def _on_store(self, ev: evt.Event) -> int:
+        """Check, write, acknowledge; count the outcome.  Returns a :class:`StoreStatus`."""
+        status, outcome = self._store(ev)
+        if self.metrics is not None:
+            self.metrics.instances.labels(outcome).inc()
+            if outcome == "refused":
+                self.metrics.failures.labels("receive").inc()
+        return status
+
+    def _store(self, ev: evt.Event) -> tuple[int, str]:
+        sop_class = str(ev.request.AffectedSOPClassUID)
+        sop_uid = str(ev.request.AffectedSOPInstanceUID)
+        calling = ev.assoc.requestor.ae_title
         if sop_class not in CT_CLASSES:
-            log.info("ignored %s instance %s (not CT)", sop_class, sop_uid)
-            return StoreStatus.SUCCESS
+            event(log, "instance.ignored", sop=sop_uid, sop_class=sop_class, reason="not CT")
+            return StoreStatus.SUCCESS, "ignored"
         try:
-            ds: Dataset = event.dataset
+            ds: Dataset = ev.dataset
             study = str(ds.get("StudyInstanceUID", "") or "")
             series = str(ds.get("SeriesInstanceUID", "") or "")
             ds_sop = str(ds.get("SOPInstanceUID", "") or "")
         except Exception as exc:
-            log.warning("cannot parse instance %s from %s: %s", sop_uid, calling, exc)
-            return StoreStatus.CANNOT_UNDERSTAND
+            event(log, "instance.refused", logging.WARNING, sop=sop_uid, calling=calling,
+                  status="0xC000", reason=f"cannot parse: {exc}")
+            return StoreStatus.CANNOT_UNDERSTAND, "refused"
         if self.disk_full():
-            log.error("spool disk above %.3g %%: refusing instance %s", self.high_water, sop_uid)
-            return StoreStatus.OUT_OF_RESOURCES
+            event(log, "instance.refused", logging.ERROR, sop=sop_uid, status="0xA700",
+                  reason=f"spool disk above {self.high_water:g} %")
+            return StoreStatus.OUT_OF_RESOURCES, "refused"
         if not study or not series:
-            log.warning("instance %s lacks Study/Series Instance UID", sop_uid)
-            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+            event(log, "instance.refused", logging.WARNING, sop=sop_uid, status="0xA900",
+                  reason="no Study or Series Instance UID")
+            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, "refused"
         if ds_sop and ds_sop != sop_uid:
-            log.warning("instance %s: dataset says SOPInstanceUID %s", sop_uid, ds_sop)
-            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+            event(log, "instance.refused", logging.WARNING, sop=sop_uid, status="0xA900",
+                  reason=f"dataset says SOP Instance UID {ds_sop}")
+            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, "refused"
         try:
             stored = self.spool.store(
-                event.encoded_dataset(include_meta=True), sop_class_uid=sop_class,
+                ev.encoded_dataset(include_meta=True), sop_class_uid=sop_class,
                 sop_instance_uid=sop_uid, study_instance_uid=study, series_instance_uid=series,
                 calling_ae_title=calling)
         except (OSError, sqlite3.Error) as exc:
-            log.error("could not spool instance %s: %s", sop_uid, exc)
-            return StoreStatus.OUT_OF_RESOURCES
+            event(log, "instance.refused", logging.ERROR, sop=sop_uid, status="0xA700",
+                  reason=f"could not spool: {exc}")
+            return StoreStatus.OUT_OF_RESOURCES, "refused"
         if stored.outcome is StoreOutcome.DUPLICATE:
-            log.info("instance %s received again; already spooled", sop_uid)
-        elif self.on_stored is not None:
+            event(log, "instance.duplicate", sop=sop_uid, study=study)
+            return StoreStatus.SUCCESS, "duplicate"
+        event(log, "instance.stored", logging.DEBUG, sop=sop_uid, series=series, study=study,
+              calling=calling)
+        if self.on_stored is not None:
             self.on_stored(stored, study)
-        return StoreStatus.SUCCESS
+        return StoreStatus.SUCCESS, "stored"
