@@ -241,3 +241,24 @@ def test_real_nifti_converts_to_a_series_whose_l3_the_labels_locate(tmp_path):
     hu = s.hu([111 - 74])[0]
     assert hu.shape == (101, 122)
     assert hu.max() > 400 and hu.min() < -900  # bone and air: HU survived the round trip
+
+
+def test_half_check_compares_float16_rounded_weights_with_the_full_ones():
+    """The fp16-storage check really rounds (probabilities move a little) and reports how
+    many decisions move; the same network compared with itself moves nothing."""
+    from l3node.localize.decision import DecisionParams
+    from l3node.localize.model import L3Net
+    from training.search import half_check
+
+    torch.manual_seed(0)
+    cache = _toy_cache()
+    net = L3Net().eval()
+    cfg = TrainConfig(input_mode="paper", precision="fp32", neg_per_case=None)
+    hc = half_check(net, cache, [0, 1, 2], cfg, DecisionParams())
+    assert hc["cases"] == 3 and 0 <= hc["decisions_changed"] <= 3
+    assert 0 < hc["max_abs_dprob"] < 0.05
+    # weights and BN statistics already representable in fp16: nothing moves
+    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                         for k, v in net.state_dict().items()})
+    hc = half_check(net, cache, [0, 1, 2], cfg, DecisionParams())
+    assert hc["max_abs_dprob"] == 0 and hc["decisions_changed"] == 0
