@@ -243,12 +243,12 @@ def _cv(args: argparse.Namespace) -> int:
         cvs.append(cv)
         if "half_checks" in cv:
             checks[mode] = cv["half_checks"]
-    extra = {"cases": len(cases), "folds": args.folds, "budget": "fixed configuration",
-             "sampler": "none", "seed": args.seed, "epochs": args.epochs,
-             "eval_precision": args.eval_precision, "fp16_checks": checks,
-             "config_from": str(args.config), "decision": decision.__dict__}
-    write_report(run, results, cvs, extra)
-    log(f"report written to {run / 'report.md'}")
+        extra = {"cases": len(cases), "folds": args.folds, "budget": "fixed configuration",
+                 "sampler": "none", "seed": args.seed, "epochs": args.epochs,
+                 "eval_precision": args.eval_precision, "fp16_checks": checks,
+                 "config_from": str(args.config), "decision": decision.__dict__}
+        write_report(run, results, cvs, extra)  # after each mode: a long run keeps its part
+        log(f"report written to {run / 'report.md'} ({', '.join(r['name'] for r in results)})")
     return 0
 
 

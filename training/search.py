@@ -186,7 +186,9 @@ def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
     for f, test in enumerate(fold_list):
         tr = [i for g, fold in enumerate(fold_list) if g != f for i in fold]
         log(f"fold {f + 1}/{len(fold_list)}: train {len(tr)} cases, test {len(test)}")
-        net, hist = train(cache, tr, cfg, decision=decision)
+        net, hist = train(cache, tr, cfg, decision=decision, on_epoch=lambda e, r, f=f: log(
+            f"  fold {f + 1} epoch {e}: loss {r['train_loss']:.4f} acc "
+            f"{r['train_accuracy']:.3f} ({r['seconds']:.0f} s)"))
         ev = evaluate(net, cache, test, ecfg, decision)
         for r in ev["cases"]:
             r["fold"] = f
