@@ -325,7 +325,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         if args.no_echo or d.kind != "dimse":
             continue
         try:
-            echo(d, cfg.node.ae_title)
+            echo(d, cfg.node.ae_title, tls=cfg.tls)
             print(f"ok   {d.name}: C-ECHO {d.ae_title}@{d.host}:{d.port}")
         except DispatchError as exc:
             problems.append(str(exc))
@@ -386,7 +386,7 @@ def _cmd_echo(args: argparse.Namespace) -> int:
               f"{[x.name for x in cfg.destinations]}")
         return 1
     try:
-        echo(d, cfg.node.ae_title)
+        echo(d, cfg.node.ae_title, tls=cfg.tls)
     except DispatchError as exc:
         print(f"FAILED: {exc}")
         return 1

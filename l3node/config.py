@@ -2,7 +2,7 @@
 
 Sections: ``[node]`` (the DICOM listener), ``[paths]``, ``[scheduler]``, ``[model]``,
 ``[retry]``, ``[results]``, ``[housekeeping]``, ``[selection]``, ``[web]`` (status page),
-``[logging]`` and ``[[destinations]]``.  Every value is checked here
+``[logging]``, ``[tls]`` (DICOM TLS) and ``[[destinations]]``.  Every value is checked here
 with a message naming the key and the value, and unknown keys are errors (a typo must not
 silently fall back to a default).  Defaults live in the dataclasses, nowhere else.
 """
@@ -118,6 +118,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """DICOM TLS (see l3node.tls): the listener's, and the client side of ``tls = true``
+    destinations.  Paths are PEM files."""
+
+    enabled: bool = False  # the listener speaks TLS only (node.port; no plain port beside)
+    cert: Path | None = None  # this node's certificate (chain), shown to senders and PACS
+    key: Path | None = None  # its private key (unencrypted PEM; keep it 0600)
+    ca: Path | None = None  # CA certificates trusted for senders and destinations
+    require_client_cert: bool = True  # listener: senders need a certificate from tls.ca
+
+
+@dataclass(frozen=True)
 class DestinationConfig:
     name: str
     kind: str  # dimse | stowrs | folder
@@ -127,6 +139,7 @@ class DestinationConfig:
     path: Path | None = None
     url: str = ""  # stowrs: the DICOMweb root, e.g. http://pacs:8042/dicom-web
     token_env: str = ""  # stowrs: environment variable holding a bearer token (never logged)
+    tls: bool = False  # dimse: DICOM TLS with the [tls] certificates
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,7 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     web: WebConfig = field(default_factory=WebConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
     destinations: tuple[DestinationConfig, ...] = ()
     source: Path | None = None
 
@@ -162,7 +176,7 @@ def _int(v: Any, key: str, lo: int, hi: int) -> int:
 def parse_config(raw: dict, base: Path | None = None) -> Config:
     """Validate a parsed TOML document; relative paths are relative to ``base``."""
     sections = ["node", "paths", "scheduler", "model", "retry", "results", "housekeeping",
-                "selection", "web", "logging", "destinations"]
+                "selection", "web", "logging", "tls", "destinations"]
     unknown = sorted(set(raw) - set(sections))
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known: {sections}")
@@ -243,6 +257,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         raise ConfigError(f'logging.format: must be "text" or "json", got {lg["format"]!r}')
     if not isinstance(lg.get("hash_uids", False), bool):
         raise ConfigError("logging.hash_uids: must be true or false")
+    tls = _parse_tls(raw.get("tls", {}), base)
     dests = []
     names = set()
     for k, d in enumerate(raw.get("destinations", [])):
@@ -273,13 +288,42 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         else:
             raise ConfigError(f'{where}.kind: must be "dimse", "stowrs" or "folder", got '
                               f"{kind!r}")
+        if not isinstance(d.get("tls", False), bool):
+            raise ConfigError(f"{where}.tls: must be true or false, got {d['tls']!r}")
+        if d.get("tls") and kind != "dimse":
+            raise ConfigError(f"{where}.tls: DICOM TLS is for dimse destinations (a stowrs "
+                              f"destination uses an https:// URL)")
         dests.append(DestinationConfig(**d))
     return Config(node=NodeConfig(**n), paths=PathsConfig(**p),
                   scheduler=SchedulerConfig(**sch), model=ModelConfig(**m),
                   retry=RetryConfig(**r), results=ResultsConfig(**res),
                   housekeeping=HousekeepingConfig(**hk), selection=SelectionConfig(**sel),
-                  web=web, logging=LoggingConfig(**lg),
+                  web=web, logging=LoggingConfig(**lg), tls=tls,
                   destinations=tuple(dests), source=base)
+
+
+def _parse_tls(raw: dict, base: Path | None) -> TLSConfig:
+    t = _section(TLSConfig, raw, "tls")
+    for key in ("enabled", "require_client_cert"):
+        if key in t and not isinstance(t[key], bool):
+            raise ConfigError(f"tls.{key}: must be true or false, got {t[key]!r}")
+    for key in ("cert", "key", "ca"):
+        if key in t:
+            if not isinstance(t[key], str) or not t[key]:
+                raise ConfigError(f"tls.{key}: must be the path of a PEM file, got {t[key]!r}")
+            tp = Path(t[key])
+            t[key] = tp if tp.is_absolute() or base is None else base / tp
+            if not t[key].is_file():
+                raise ConfigError(f"tls.{key}: no such file {t[key]}")
+    if ("cert" in t) != ("key" in t):
+        raise ConfigError("tls.cert and tls.key: give both (a certificate and its private "
+                          "key) or neither")
+    if t.get("enabled") and "cert" not in t:
+        raise ConfigError("tls.enabled = true: the listener needs tls.cert and tls.key")
+    if t.get("enabled") and t.get("require_client_cert", True) and "ca" not in t:
+        raise ConfigError("tls.require_client_cert = true: needs tls.ca, the CA that signs "
+                          "the senders' certificates (or require_client_cert = false)")
+    return TLSConfig(**t)
 
 
 def _parse_web(raw: dict) -> WebConfig:

@@ -17,6 +17,7 @@ import pydicom
 from pynetdicom import AE
 
 from .config import DestinationConfig as Destination
+from .config import TLSConfig
 from .logs import event
 
 log = logging.getLogger(__name__)
@@ -27,17 +28,28 @@ class DispatchError(RuntimeError):
     """A destination did not take the results; the message says which and why."""
 
 
-def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0) -> None:
+def _tls_args(dest: Destination, tls: TLSConfig | None) -> tuple | None:
+    """(context, host name to verify) for a ``tls = true`` destination, else None."""
+    if not dest.tls:
+        return None
+    from .tls import client_context
+
+    return client_context(tls or TLSConfig()), dest.host
+
+
+def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0,
+         tls: TLSConfig | None = None) -> None:
     """C-ECHO a DIMSE destination; raises :class:`DispatchError` when it does not answer."""
     if dest.kind != "dimse":
         return
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.network_timeout = timeout
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
+                         tls_args=_tls_args(dest, tls))
     if not assoc.is_established:
         raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
-                            f"{dest.port}")
+                            f"{dest.port}" + (" (TLS)" if dest.tls else ""))
     try:
         status = assoc.send_c_echo()
         if not status or status.Status != 0:
@@ -47,7 +59,7 @@ def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0) -> Non
 
 
 def send(dest: Destination, files: list[Path], calling_ae_title: str,
-         timeout: float = 30.0) -> None:
+         timeout: float = 30.0, tls: TLSConfig | None = None) -> None:
     """Deliver every file or raise :class:`DispatchError` (nothing is assumed delivered)."""
     if dest.kind == "stowrs":
         _stow(dest, files, timeout)
@@ -64,10 +76,11 @@ def send(dest: Destination, files: list[Path], calling_ae_title: str,
     for uid in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
         ae.add_requested_context(uid, [str(datasets[0].file_meta.TransferSyntaxUID),
                                        "1.2.840.10008.1.2.1"])
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
+                         tls_args=_tls_args(dest, tls))
     if not assoc.is_established:
         raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
-                            f"{dest.port}")
+                            f"{dest.port}" + (" (TLS)" if dest.tls else ""))
     try:
         for ds in datasets:
             status = assoc.send_c_store(ds)

@@ -146,7 +146,7 @@ class Node:
         self.metrics.watch_queue(self.reader)
         self.receiver = Receiver(cfg.node, self.spool,
                                  disk_high_water_pct=cfg.housekeeping.disk_high_water_pct,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, tls=cfg.tls)
         self.results_root = Path(cfg.paths.spool) / "_results"
         self._localizer = localizer
         self._lock = threading.Lock()
@@ -173,6 +173,11 @@ class Node:
         if self.cfg.web.enabled:
             self.web = self._start_web()
         self.receiver.start()
+        # A sender whose association died with the last process sends again: a study still
+        # receiving gets a fresh quiet period from now, when it can, instead of being
+        # processed half-received (the downtime was no sender's silence).
+        self.db.execute("UPDATE study SET last_instance_at = ? WHERE state = ?",
+                        (time.time(), StudyState.RECEIVING))
         self.scheduler.add_job(self.tick, "interval", seconds=self.cfg.scheduler.poll_s,
                                max_instances=1, coalesce=True, id="tick")
         self.scheduler.start()
@@ -325,7 +330,8 @@ class Node:
             if dest is None:
                 continue
             try:
-                send(dest, [Path(f) for f in json.loads(files)], self.cfg.node.ae_title)
+                send(dest, [Path(f) for f in json.loads(files)], self.cfg.node.ae_title,
+                     tls=self.cfg.tls)
             except (DispatchError, OSError) as exc:
                 attempts += 1
                 rc = self.cfg.retry

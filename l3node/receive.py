@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import sqlite3
+import ssl
 from collections.abc import Callable
 from enum import IntEnum
 
@@ -21,7 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from .config import NodeConfig
+from .config import NodeConfig, TLSConfig
 from .logs import event
 from .metrics import Metrics
 from .spool import Spool, StoredInstance, StoreOutcome
@@ -64,8 +66,14 @@ class Receiver:
 
     def __init__(self, cfg: NodeConfig, spool: Spool,
                  on_stored: Callable[[StoredInstance, str], None] | None = None,
-                 disk_high_water_pct: float = 100.0, metrics: Metrics | None = None) -> None:
+                 disk_high_water_pct: float = 100.0, metrics: Metrics | None = None,
+                 tls: TLSConfig | None = None) -> None:
         self.cfg = cfg
+        self.ssl_context: ssl.SSLContext | None = None
+        if tls is not None and tls.enabled:  # built now: a bad key fails before listening
+            from .tls import server_context
+
+            self.ssl_context = server_context(tls)
         self.metrics = metrics
         self.high_water = disk_high_water_pct
         self.spool = spool
@@ -98,16 +106,28 @@ class Receiver:
     def start(self) -> None:
         handlers = [(evt.EVT_C_STORE, self._on_store)]
         self._server = self.ae.start_server((self.cfg.host, self.cfg.port), block=False,
-                                            evt_handlers=handlers)
+                                            evt_handlers=handlers,
+                                            ssl_context=self.ssl_context)
+        if self.ssl_context is not None:  # handshake in the association's thread, see below
+            self._server.get_request = self._accept_tls  # type: ignore[method-assign]
         # socketserver's own hook: refuse a connection from a host not on the allow-list
         self._server.verify_request = self._verify_peer  # type: ignore[method-assign]
         event(log, "listener.started", ae_title=self.cfg.ae_title, host=self.cfg.host,
-              port=self.port)
+              port=self.port, tls=self.ssl_context is not None)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+    def _accept_tls(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept and wrap without the handshake.  pynetdicom handshakes in its accept loop,
+        so one peer that connects and stays silent would hold up every other sender; here
+        the handshake happens on the first read, in the association's own thread."""
+        assert self._server is not None and self.ssl_context is not None
+        sock, address = self._server.socket.accept()
+        return self.ssl_context.wrap_socket(sock, server_side=True,
+                                            do_handshake_on_connect=False), address
 
     def _verify_peer(self, request: object, client_address: tuple[str, int]) -> bool:
         allowed = self.cfg.allowed_hosts

@@ -12,14 +12,14 @@ scans alike.  This is the order ``truth.json`` of the phantom uses.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ GANTRY_TILT_TOLERANCE_DEG = 2.0  # slice stack direction vs slice normal
 MIN_SLICES = 8
 LARGE_GAP_FACTOR = 3.0  # a gap this many times the usual spacing ...
 LARGE_GAP_MIN_MM = 12.0  # ... and at least this wide is an error
+MAX_MATRIX = 4096  # rows or columns beyond this are a corrupt header, not a CT image
 
 
 class SeriesError(ValueError):
@@ -94,7 +95,16 @@ class CTSeries:
 
 
 def read_hu(path: Path) -> np.ndarray:
-    """One slice's pixels in HU, canonical orientation (see :meth:`CTSeries.hu`)."""
+    """One slice's pixels in HU, canonical orientation (see :meth:`CTSeries.hu`); raises
+    :class:`SeriesError` naming the file when its pixel data cannot be decoded."""
+    try:
+        return _read_hu(path)
+    except Exception as exc:  # a corrupt file raises anything from pydicom or a codec
+        raise SeriesError(f"{path.name}: cannot decode the pixel data "
+                          f"({exc.__class__.__name__}: {exc})") from exc
+
+
+def _read_hu(path: Path) -> np.ndarray:
     ds = pydicom.dcmread(path)
     arr = ds.pixel_array.astype(np.float32)
     slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -150,7 +160,7 @@ def scan_folder(folder: Path) -> tuple[dict[str, _Candidate], list[tuple[Path, s
             # defer_size: large values (pixel data) are skipped, not read, yet their presence
             # is known; cheaper than decoding and one read per file.
             ds = pydicom.dcmread(path, defer_size=2048)
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
+        except Exception as exc:  # a corrupt file raises anything (zlib.error, struct.error)
             skipped.append((path, f"unreadable: {exc.__class__.__name__}: {exc}"))
             continue
         sop_class = _uid(ds, "SOPClassUID", "MediaStorageSOPClassUID")
@@ -185,13 +195,13 @@ def scan_folder(folder: Path) -> tuple[dict[str, _Candidate], list[tuple[Path, s
         header = SliceHeader(
             path=path,
             sop_instance_uid=_uid(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID"),
-            instance_number=int(inst) if inst not in (None, "") else None,
+            instance_number=_optional(inst, int),
             position_mm=float(ipp @ normal),
             z_mm=float(ipp[2]),
             rows=rows,
             columns=cols,
             pixel_spacing=(spacing[0], spacing[1]),
-            slice_thickness=float(thick) if thick not in (None, "") else None,
+            slice_thickness=_optional(thick, float),
         )
         g = groups[key]
         g.headers.append((header, iop, ipp))
@@ -205,6 +215,15 @@ def scan_folder(folder: Path) -> tuple[dict[str, _Candidate], list[tuple[Path, s
     return dict(groups), skipped
 
 
+def _optional(value: object, kind: type) -> Any:
+    """An optional number; a malformed one (an IS of 'XIV') counts as absent: neither is
+    needed to order the slices."""
+    try:
+        return kind(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def build_series(key: str, cand: _Candidate, skipped: list[tuple[Path, str]]) -> CTSeries:
     """Validate one candidate and sort it; raises :class:`SeriesError` with the reason."""
     headers = cand.headers
@@ -212,6 +231,13 @@ def build_series(key: str, cand: _Candidate, skipped: list[tuple[Path, str]]) ->
         raise SeriesError(
             f"series {key} has {len(headers)} slices; at least {MIN_SLICES} are needed"
         )
+    sizes = sorted({(h[0].rows, h[0].columns) for h in headers})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{r} × {c}" for r, c in sizes)
+        raise SeriesError(f"series {key} mixes image sizes ({shown})")
+    if not 0 < sizes[0][0] <= MAX_MATRIX or not 0 < sizes[0][1] <= MAX_MATRIX:
+        raise SeriesError(f"series {key} has images of {sizes[0][0]} × {sizes[0][1]} "
+                          f"pixels; at most {MAX_MATRIX} × {MAX_MATRIX} are read")
     iops = np.array([h[1] for h in headers])
     if np.abs(iops - iops[0]).max() > 1e-3:
         raise SeriesError(f"series {key} mixes image orientations")
@@ -275,7 +301,9 @@ def load_series(folder: Path, series_uid: str | None = None) -> CTSeries:
     if series_uid is not None:
         groups = {k: v for k, v in groups.items() if k == series_uid}
     if not groups:
-        detail = f"; {len(skipped)} files skipped" if skipped else ""
+        why = Counter(w for _, w in skipped).most_common(3)  # say why, not only how many
+        detail = (f"; {len(skipped)} files skipped: " + "; ".join(
+            f"{w} ({n})" for w, n in why)) if skipped else ""
         raise SeriesError(f"no CT series in {folder}{detail}")
     ranked = sorted(groups.items(), key=lambda kv: _rank(kv[1]), reverse=True)
     problems = []
