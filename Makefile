@@ -36,9 +36,10 @@ lint: install
 demo: install
 	$(BIN)/python -m l3node.demo
 
+# One table, measured in one run against real peers (DCMTK, Orthanc: `make peers`) and
+# written to benchmarks/RESULTS.md; `benchmarks/run_all.py --quick` checks the harness.
 bench: install
-	$(BIN)/python benchmarks/bench_phantom.py
-	$(BIN)/python benchmarks/bench_localize.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

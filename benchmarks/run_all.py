@@ -1,0 +1,481 @@
+"""``make bench``: the node against real peers, every figure measured in one run on this
+machine, printed as one markdown table and written to ``benchmarks/RESULTS.md``.
+
+1. ingest — DCMTK ``storescu`` sends a 1 mm whole-body phantom over loopback to DCMTK
+   ``storescp`` (writing to disk), to Orthanc, and to the real ``l3node serve`` process (a
+   config in a temp folder, quiet period one hour so nothing is processed meanwhile); same
+   ``storescu`` command line for all three, only the port differs.  Plus a what-if: the
+   node with fsync switched off, to show what durability costs;
+2. end to end — a real node with an Orthanc C-STORE destination: the time from the moment
+   the study turns complete (the scheduler claims it) to the KOS being queryable in Orthanc,
+   for a 5 mm and a 1 mm whole-body study, model precision fp32 (the default) and bf16;
+3. localizer — slices/s per stage (bench_localize.measure_parts) and how many slices the
+   coarse-to-fine search sends through ResNet50 (``l3node predict``, bench_localize);
+4. memory — peak RSS (VmHWM) of the serve process over receiving + processing the study;
+5. ONNX Runtime in place of PyTorch for ResNet50 (bench_onnx; only if onnxruntime is
+   installed): inference time and whether the decisions are the same;
+6. phantom generation (bench_phantom.measure), which used to be its own table.
+
+Benchmarks print figures and assert nothing.  Phantoms are cached in ``.cache/bench``.
+Run: ``python benchmarks/run_all.py [--quick] [--parts ingest,e2e,...] [--results FILE|-]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import bench_localize
+import bench_onnx
+import bench_phantom
+from benchlib import (
+    CACHE,
+    ORTHANC,
+    ROOT,
+    STORESCP,
+    STORESCU,
+    Phantom,
+    free_port,
+    machine,
+    phantom,
+    proc_status_kb,
+    stop,
+    wait_port,
+    warm_page_cache,
+)
+
+if TYPE_CHECKING:
+    from tests.orthanc import Orthanc
+
+PARTS = ("ingest", "e2e", "localizer", "onnx", "phantom")
+RESULTS = Path(__file__).with_name("RESULTS.md")
+KEEP_MARKER = "<!-- Everything below this line is hand-written; run_all.py keeps it. -->"
+MODEL = ROOT / "models" / "default"
+AET = "L3NODE"  # storescp and this Orthanc accept any called AE title; the node wants its own
+INGEST_GOAL = 0.70  # l3node instances/s as a fraction of storescp's
+E2E_GOAL_S = 10.0  # complete → KOS in the PACS, 1 mm whole-body, 2 cores
+RSS_GOAL_MIB = 1.5 * 1024
+QUIET_S = 1.0  # e2e: scheduler.study_quiet_s (excluded from the figure)
+POLL_S = 0.25  # e2e: scheduler.poll_s
+# Debian's DCMTK (storescu, storescp, and Orthanc's DICOM server) leaves Nagle's algorithm
+# on unless TCP_NODELAY=1 is in the environment; without it each C-STORE waits ~40 ms for a
+# delayed ACK (storescp: 83 s instead of 2 s for 1577 instances).  Set for every child.
+os.environ["TCP_NODELAY"] = "1"
+
+# The node with every fsync off (files, folders, SQLite): not a configuration, a what-if.
+NO_FSYNC_NODE = """
+import os, sys
+os.fsync = lambda fd: None
+from l3node import spool
+_init = spool.Spool.__init__
+def _no_sync(self, *a, **k):
+    _init(self, *a, **k)
+    self.db.execute("PRAGMA synchronous=OFF")
+spool.Spool.__init__ = _no_sync
+from l3node.cli import main
+sys.exit(main(["serve", "--config", sys.argv[1]]))
+"""
+
+
+@dataclass
+class Row:
+    area: str
+    what: str
+    figure: str
+    goal: str = ""
+    verdict: str = ""
+    note: str = ""
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("met" if ok else "**missed**")
+
+
+def storescu(port: int, folder: Path) -> tuple[float, int]:
+    """Send every .dcm under ``folder`` with DCMTK storescu; (wall seconds, exit status)."""
+    cmd = [STORESCU, "+sd", "+sp", "*.dcm", "-aec", AET, "127.0.0.1", str(port), str(folder)]
+    t = time.perf_counter()
+    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    return time.perf_counter() - t, rc
+
+
+# -- peers --------------------------------------------------------------------------------------
+def _orthanc(root: Path) -> Orthanc:
+    """A fresh Orthanc on loopback ports: the test suite's helper (tests/orthanc.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    from tests.orthanc import Orthanc
+
+    return Orthanc(root)
+
+
+def _orthanc_find(o: Orthanc, query: dict) -> list:
+    req = urllib.request.Request(f"http://127.0.0.1:{o.http_port}/tools/find",
+                                 data=json.dumps(query).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _node_config(work: Path, port: int, *, quiet_s: float, poll_s: float,
+                 precision: str = "fp32", orthanc: Orthanc | None = None) -> Path:
+    """A node configuration in a temp folder (only long-standing keys, nothing optional)."""
+    text = (f'[node]\nae_title = "{AET}"\nhost = "127.0.0.1"\nport = {port}\n\n'
+            f'[paths]\nspool = "{work / "spool"}"\nstate_db = "{work / "state.db"}"\n\n'
+            f"[scheduler]\nstudy_quiet_s = {quiet_s}\nstudy_max_wait_s = 7200\n"
+            f"poll_s = {poll_s}\n\n"
+            f'[model]\npath = "{MODEL}"\nprecision = "{precision}"\n')
+    if orthanc is not None:
+        text += (f'\n[[destinations]]\nname = "orthanc"\nkind = "dimse"\n'
+                 f'ae_title = "{orthanc.aet}"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n')
+    cfg = work / "node.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def _start_node(cfg: Path, port: int, log: Path, no_fsync: bool = False) -> subprocess.Popen:
+    args = ["-c", NO_FSYNC_NODE, str(cfg)] if no_fsync else ["-m", "l3node", "serve",
+                                                              "--config", str(cfg)]
+    proc = subprocess.Popen([sys.executable, *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_port(port, proc, 180, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def _count_rows(db: Path, sql: str) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
+
+
+# -- 1. ingest ----------------------------------------------------------------------------------
+def ingest_once(kind: str, study: Phantom, work: Path) -> dict:
+    """One receiver, fresh, one send; returns seconds and how many instances it holds."""
+    work.mkdir(parents=True)
+    port = free_port()
+    count: Callable[[], int]
+    if kind == "storescp":
+        out = work / "out"
+        out.mkdir()
+        log = work / "storescp.log"
+        proc = subprocess.Popen([STORESCP, "-od", str(out), str(port)], stdout=log.open("w"),
+                                stderr=subprocess.STDOUT)
+        wait_port(port, proc, 30, log)
+        done: Callable[[], None] = lambda: stop(proc)  # noqa: E731
+        count = lambda: sum(1 for _ in out.iterdir())  # noqa: E731
+    elif kind == "orthanc":
+        o = _orthanc(work / "orthanc")
+        port = o.dicom_port
+        done = o.stop
+        count = lambda: int(o.get("/statistics")["CountInstances"])  # noqa: E731
+    else:
+        cfg = _node_config(work, port, quiet_s=3600, poll_s=2.0)
+        proc = _start_node(cfg, port, work / "node.log", no_fsync=kind == "l3node-nofsync")
+        done = lambda: stop(proc)  # noqa: E731
+        count = lambda: _count_rows(work / "state.db", "SELECT COUNT(*) FROM instance")  # noqa: E731
+    try:
+        secs, rc = storescu(port, study.folder)
+        received = count()
+    finally:
+        done()
+    shutil.rmtree(work, ignore_errors=True)
+    os.sync()  # the next receiver must not pay for this one's dirty pages
+    return {"secs": secs, "rc": rc, "received": received}
+
+
+def bench_ingest(study: Phantom, work: Path, repeats: int) -> list[Row]:
+    kinds = ("storescp", "orthanc", "l3node", "l3node-nofsync")
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    warm_page_cache(study.files)
+    for r in range(repeats):  # round-robin, so background noise spreads over all receivers
+        for k in kinds:
+            res = ingest_once(k, study, work / f"{k}-{r}")
+            runs[k].append(res)
+            print(f"  ingest {k:<15} run {r + 1}: {res['secs']:6.2f} s, "
+                  f"{res['received']} received, storescu exit {res['rc']}", file=sys.stderr)
+    n, mb = study.slice_count, study.nbytes / 1e6
+    secs = {k: statistics.median(x["secs"] for x in v) for k, v in runs.items()}
+    what = f"{n} × {mb / n:.2f} MB ({study.truth['series']['slice_thickness_mm']:g} mm)"
+    label = {"storescp": "DCMTK storescp → disk", "orthanc": "Orthanc (files + SQLite index)",
+             "l3node": "l3node serve (fsync'd, then acked)",
+             "l3node-nofsync": "l3node serve, fsync off (what-if, not a setting)"}
+    rows = []
+    for k in kinds:
+        ips, mbs = n / secs[k], mb / secs[k]
+        short = [x for x in runs[k] if x["received"] != n or x["rc"] != 0]
+        note = (f"median of {repeats}: " + ", ".join(f"{x['secs']:.1f}" for x in runs[k]) +
+                " s")
+        if short:
+            note += f"; **{len(short)} run(s) incomplete or failed**"
+        goal = verdict = ""
+        if k.startswith("l3node"):
+            ratio = secs["storescp"] / secs[k]
+            note = f"{100 * ratio:.0f} % of storescp; " + note
+            if k == "l3node":
+                goal, verdict = f"≥ {100 * INGEST_GOAL:.0f} % of storescp", _verdict(
+                    ratio >= INGEST_GOAL)
+        rows.append(Row("ingest", f"{label[k]}, {what}", f"{ips:.0f} inst/s, {mbs:.0f} MB/s",
+                        goal, verdict, note))
+    return rows
+
+
+# -- 2. end to end, 4. memory -------------------------------------------------------------------
+def e2e_once(study: Phantom, precision: str, work: Path, timeout: float = 600) -> dict:
+    """Send ``study`` to a fresh node whose destination is a fresh Orthanc; time the KOS."""
+    work.mkdir(parents=True)
+    o = _orthanc(work / "orthanc")
+    node = None
+    try:
+        port = free_port()
+        cfg = _node_config(work, port, quiet_s=QUIET_S, poll_s=POLL_S, precision=precision,
+                           orthanc=o)
+        node = _start_node(cfg, port, work / "node.log")
+        rss_start = proc_status_kb(node.pid, "VmRSS") or 0
+        send_s, rc = storescu(port, study.folder)
+        rss_received = proc_status_kb(node.pid, "VmRSS") or 0
+        db = sqlite3.connect(f"file:{work / 'state.db'}?mode=ro", uri=True, timeout=30)
+        t_claim = t_kos = None
+        rss_peak_sampled = 0
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            now = time.time()
+            rss_peak_sampled = max(rss_peak_sampled, proc_status_kb(node.pid, "VmRSS") or 0)
+            row = db.execute("SELECT state FROM study").fetchone()
+            state = row[0] if row else "none"
+            if t_claim is None and state not in ("none", "receiving", "complete"):
+                t_claim = now
+            if _orthanc_find(o, {"Level": "Series", "Query": {"Modality": "KO"}}):
+                t_kos = now
+                break
+            if state == "failed" or node.poll() is not None:
+                break
+            time.sleep(0.1)
+        hwm = proc_status_kb(node.pid, "VmHWM") or 0
+        last_ack, state = db.execute("SELECT last_instance_at, state FROM study").fetchone()
+        res = db.execute("SELECT created_at, status, l3_index FROM result ORDER BY version "
+                         "DESC").fetchone() or (None, "none", None)
+        db.close()
+    finally:
+        if node is not None:
+            stop(node)
+        o.stop()
+    out = {"send_s": send_s, "rc": rc, "state": state, "status": res[1], "l3_index": res[2],
+           "rss_start_mib": rss_start / 1024, "rss_received_mib": rss_received / 1024,
+           "hwm_mib": hwm / 1024,
+           "rss_sampled_mib": rss_peak_sampled / 1024, "ok": t_kos is not None}
+    if t_kos is not None and t_claim is not None:
+        out.update(ack_to_kos=t_kos - last_ack, complete_to_kos=t_kos - t_claim,
+                   processing=(res[0] or t_kos) - t_claim, dispatch=t_kos - (res[0] or t_kos))
+    else:
+        out["log_tail"] = (work / "node.log").read_text()[-2000:]
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def bench_e2e(studies: list[Phantom], precisions: list[str], work: Path) -> list[Row]:
+    rows, mem = [], []
+    for study in studies:
+        mm = study.truth["series"]["slice_thickness_mm"]
+        for prec in precisions:
+            r = e2e_once(study, prec, work / f"e2e-{mm:g}-{prec}")
+            what = f"{mm:g} mm whole-body ({study.slice_count} slices), {prec}"
+            print(f"  e2e {what}: {json.dumps({k: v for k, v in r.items() if k != 'log_tail'})}",
+                  file=sys.stderr)
+            if not r["ok"]:
+                rows.append(Row("end to end", what, "no KOS in Orthanc", note=(
+                    f"state {r['state']}, result {r['status']}; node log: "
+                    + r.get("log_tail", "").replace("\n", " ")[-300:])))
+                continue
+            is_goal = mm == 1.0
+            rows.append(Row(
+                "end to end", f"{what}: study complete → KOS in Orthanc",
+                f"{r['complete_to_kos']:.1f} s",
+                f"≤ {E2E_GOAL_S:g} s" if is_goal else "",
+                _verdict(r["complete_to_kos"] <= E2E_GOAL_S) if is_goal else "",
+                f"processing {r['processing']:.1f} s + dispatch {r['dispatch']:.1f} s; last ack "
+                f"→ KOS {r['ack_to_kos']:.1f} s − quiet {QUIET_S:g} s = "
+                f"{r['ack_to_kos'] - QUIET_S:.1f} s; L3 slice {r['l3_index']} (truth "
+                f"{study.l3_middle}); sent in {r['send_s']:.1f} s"))
+            mem.append(Row(
+                "memory", f"node peak RSS, {what}", f"{r['hwm_mib']:.0f} MiB",
+                f"≤ {RSS_GOAL_MIB / 1024:g} GiB" if is_goal else "",
+                _verdict(r["hwm_mib"] <= RSS_GOAL_MIB) if is_goal else "",
+                f"VmHWM over receive + process; VmRSS {r['rss_start_mib']:.0f} MiB after start, "
+                f"{r['rss_received_mib']:.0f} MiB once received, at most "
+                f"{r['rss_sampled_mib']:.0f} MiB while processing (sampled)"))
+    return rows + mem
+
+
+# -- 3. localizer, 5. phantom -------------------------------------------------------------------
+def bench_localizer(wb5: Phantom, wb1: Phantom, j2k: Phantom, quick: bool) -> list[Row]:
+    rows = []
+    for name, rate in bench_localize.measure_parts(MODEL, wb5.folder, j2k.folder).items():
+        note = "batch 16, 224 × 224 × 3" if name.startswith("ResNet50") else (
+            "512 × 512, abdomen-pelvis 5 mm" if "2000" in name else "512 × 512, 5 mm whole-body")
+        rows.append(Row("localizer", name, f"{rate:.1f} slices/s", note=note))
+    # batch 8 as well: it halves the activations' memory (the node's model.batch_size)
+    cases = [(wb1, "fp32", 16)] if quick else [
+        *((s, p, 16) for s in (wb5, wb1) for p in ("fp32", "bf16")), (wb1, "fp32", 8)]
+    for study, prec, batch in cases:
+        r = bench_localize.bench_predict(study.folder, MODEL, prec, batch)
+        t = r["timings"]
+        rows.append(Row(
+            "localizer", f"coarse-to-fine, {study.truth['series']['slice_thickness_mm']:g} mm "
+            f"whole-body, {prec}, batch {batch}: slices through ResNet50",
+            f"{r['evaluated']} of {r['slices']}", note=(
+                f"`l3node predict` {r['wall_s']:.1f} s, {r['rss_mb']:.0f} MiB: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + " s")))
+    return rows
+
+
+def bench_ort(studies: list[Phantom]) -> list[Row]:
+    if not bench_onnx.available():
+        return [Row("onnx", "ONNX Runtime in place of PyTorch", "skipped",
+                    note="`pip install onnxruntime onnx` into .venv to measure it")]
+    rows = []
+    for r in bench_onnx.compare(studies):
+        same = r["torch_index"] == r["ort_index"] and r["torch_evaluated"] == r["ort_evaluated"]
+        rows.append(Row(
+            "onnx", f"ONNX Runtime vs PyTorch fp32 channels-last, {r['mm']:g} mm whole-body: "
+            "inference time", f"{r['ort_inference_s']:.1f} s vs {r['torch_inference_s']:.1f} s "
+            f"({r['torch_inference_s'] / r['ort_inference_s']:.1f}×)", note=(
+                f"{'same' if same else '**different**'} decision: L3 slice "
+                f"{r['ort_index']} vs {r['torch_index']}, {r['ort_evaluated']} vs "
+                f"{r['torch_evaluated']} evaluated of {r['slices']}; max abs Δp "
+                f"{r['max_prob_diff']:.1e}")))
+    return rows
+
+
+def bench_generation(quick: bool) -> list[Row]:
+    rows = []
+    for mm in (5.0,) if quick else (5.0, 1.0):
+        r = bench_phantom.measure(mm, os.cpu_count() or 1)
+        rows.append(Row("phantom", f"generate {mm:g} mm whole-body ({r['slices']} slices)",
+                        f"{r['slices'] / r['seconds']:.0f} slices/s", note=(
+                            f"{r['seconds']:.1f} s, parent {r['parent_rss_mb']:.0f} MiB, "
+                            f"worker {r['worker_rss_mb']:.0f} MiB, {r['disk_mb']:.0f} MB")))
+    return rows
+
+
+# -- output -------------------------------------------------------------------------------------
+def table(rows: list[Row]) -> str:
+    lines = ["| area | what | figure | goal | met? | notes |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.area} | {r.what} | {r.figure} | {r.goal} | {r.verdict} | {r.note} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+NOTES = f"""\
+- **ingest**: wall time of one `{STORESCU} +sd +sp '*.dcm' -aec {AET} 127.0.0.1 PORT DIR`
+  (one association, one instance at a time), the same for every receiver, each started
+  fresh with its defaults; median of the runs, round-robin.  `TCP_NODELAY=1` is set for all
+  (Debian's DCMTK leaves Nagle on without it: ~40 ms per instance).  l3node acknowledges an
+  instance only after its file (fsync, rename, fsync of the folder) and its row (SQLite WAL,
+  synchronous=FULL) are on disk (the folder's fsync and the commit run together);
+  storescp and Orthanc flush nothing.  The what-if row turns every fsync off.
+- **end to end**: a real `l3node serve` (`scheduler.study_quiet_s = {QUIET_S:g}`,
+  `poll_s = {POLL_S:g}`, model `models/default`) with an Orthanc C-STORE destination.
+  "Study complete" is when the scheduler claims the study (its state leaves `complete`, read
+  from the state database every 0.1 s), so the quiet period is excluded; KOS = the first
+  `/tools/find` for a series with Modality KO.  Processing = series selection, localization
+  and composing the KOS + SCs; dispatch = C-STORE to Orthanc.  "last ack → KOS − quiet"
+  adds the scheduler's poll granularity (≤ {POLL_S:g} s).
+- **memory**: VmHWM of the serve process (model loaded, study received, localized, sent);
+  GiB = 1024 MiB.
+- **localizer**: stage rates from `bench_localize.measure_parts` (the node runs ResNet50
+  channels-last); the coarse-to-fine counts and stage times from `l3node predict --json` (a
+  fresh process: its wall time includes ~3 s of imports a resident node pays once).
+- **onnx**: the shipped model exported once to ONNX; the same Localizer with an ONNX Runtime
+  session in place of the torch network.  The same decision on two phantoms is not the
+  model card's held-out check, which a switch would need.
+"""
+
+
+def write_results(path: Path, mach: dict[str, str], rows: list[Row], argv: list[str]) -> None:
+    kept = ""
+    if path.is_file() and KEEP_MARKER in path.read_text():
+        kept = path.read_text().split(KEEP_MARKER, 1)[1]
+    load1 = float(mach["load"].split()[0])
+    warn = (f"\n**Warning: the machine was not idle** (1-minute load {load1:.2f} at start on "
+            f"{os.cpu_count()} cores): these figures are not comparable.\n"
+            if load1 > 0.5 else "")
+    head = "\n".join(f"| {k} | {v} |" for k, v in mach.items())
+    cmd = " ".join(["python benchmarks/run_all.py", *argv])
+    path.write_text(
+        f"# Benchmark results\n\nWritten by `make bench` (`{cmd}`): every figure below was "
+        f"measured in one run on this machine.\n{warn}\n| machine | |\n|---|---|\n{head}\n\n"
+        f"{table(rows)}\n\n{NOTES}\n{KEEP_MARKER}{kept or chr(10)}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="a check of the harness: one run each, 5 mm ingest, fp32 only")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--repeats", type=int, default=None, help="ingest runs per receiver "
+                    "(default 3, 1 with --quick)")
+    ap.add_argument("--results", default=None, help="markdown file to write, '-' for none "
+                    "(default benchmarks/RESULTS.md; none with --quick)")
+    args = ap.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
+    missing = [exe for exe in (STORESCU, STORESCP, ORTHANC) if not Path(exe).is_file()]
+    if missing and set(parts) & {"ingest", "e2e"}:
+        ap.error(f"missing {', '.join(missing)}: run `make peers` (DCMTK, Orthanc)")
+    repeats = args.repeats or (1 if args.quick else 3)
+    out = None if args.results == "-" else Path(args.results) if args.results else (
+        None if args.quick else RESULTS)
+    mach = machine()
+    print("\n".join(f"{k}: {v}" for k, v in mach.items()), file=sys.stderr)
+    print("phantoms (cached in .cache/bench):", file=sys.stderr)
+    wb5, wb1 = phantom("whole-body", 5.0), phantom("whole-body", 1.0)
+    j2k = phantom("abdomen-pelvis", 5.0, transfer_syntax="jpeg2000-lossless")
+    rows: list[Row] = []
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="run-") as tmp:
+        work = Path(tmp)  # on the same disk as the repository, not a tmpfs /tmp
+        if "ingest" in parts:
+            rows += bench_ingest(wb5 if args.quick else wb1, work / "ingest", repeats)
+        if "e2e" in parts:
+            rows += bench_e2e([wb5, wb1], ["fp32"] if args.quick else ["fp32", "bf16"],
+                              work / "e2e")
+        if "localizer" in parts:
+            rows += bench_localizer(wb5, wb1, j2k, args.quick)
+        if "onnx" in parts:
+            rows += bench_ort([wb1] if args.quick else [wb5, wb1])
+        if "phantom" in parts:
+            rows += bench_generation(args.quick)
+    order = {a: i for i, a in enumerate(("ingest", "end to end", "memory", "localizer",
+                                         "onnx", "phantom"))}
+    rows.sort(key=lambda r: order[r.area])
+    print(table(rows))
+    if out is not None:
+        write_results(out, mach, rows, sys.argv[1:])
+        print(f"\nwritten to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
