@@ -92,4 +92,6 @@ def configure(level: str = "INFO", style: str = "text", hash_uids: bool = False)
     root.setLevel(level)
     # pynetdicom logs whole datasets (with patient data) at DEBUG: never below WARNING
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler warns on every tick skipped while a study is processing (by design: one
+    # tick at a time); its errors (a job that raised) still show
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
