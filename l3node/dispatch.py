@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pydicom
-from pynetdicom import AE
+from pynetdicom import AE, Association
 
 from .config import DestinationConfig as Destination
 from .config import TLSConfig
@@ -37,6 +37,16 @@ def _tls_args(dest: Destination, tls: TLSConfig | None) -> tuple | None:
     return client_context(tls or TLSConfig()), dest.host
 
 
+def _associate(ae: AE, dest: Destination, tls: TLSConfig | None) -> Association:
+    """An established association with a DIMSE destination, or :class:`DispatchError`."""
+    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
+                         tls_args=_tls_args(dest, tls))
+    if not assoc.is_established:
+        raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
+                            f"{dest.port}" + (" (TLS)" if dest.tls else ""))
+    return assoc
+
+
 def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0,
          tls: TLSConfig | None = None) -> None:
     """C-ECHO a DIMSE destination; raises :class:`DispatchError` when it does not answer."""
@@ -45,11 +55,7 @@ def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0,
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.network_timeout = timeout
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
-                         tls_args=_tls_args(dest, tls))
-    if not assoc.is_established:
-        raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
-                            f"{dest.port}" + (" (TLS)" if dest.tls else ""))
+    assoc = _associate(ae, dest, tls)
     try:
         status = assoc.send_c_echo()
         if not status or status.Status != 0:
@@ -76,11 +82,7 @@ def send(dest: Destination, files: list[Path], calling_ae_title: str,
     for uid in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
         ae.add_requested_context(uid, [str(datasets[0].file_meta.TransferSyntaxUID),
                                        "1.2.840.10008.1.2.1"])
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
-                         tls_args=_tls_args(dest, tls))
-    if not assoc.is_established:
-        raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
-                            f"{dest.port}" + (" (TLS)" if dest.tls else ""))
+    assoc = _associate(ae, dest, tls)
     try:
         for ds in datasets:
             status = assoc.send_c_store(ds)

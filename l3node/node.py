@@ -157,9 +157,8 @@ class Node:
     def reader(self) -> sqlite3.Connection:
         """A read-only connection of its own, for other threads (the status page): the
         node's connection is busy in the scheduler's transactions."""
-        db = sqlite3.connect(f"file:{self.cfg.paths.state_db}?mode=ro", uri=True, timeout=30,
-                             check_same_thread=False)
-        return db
+        return sqlite3.connect(f"file:{self.cfg.paths.state_db}?mode=ro", uri=True,
+                               timeout=30, check_same_thread=False)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -383,15 +382,19 @@ class Node:
         return retry_exports(self.db, study_uid)
 
 
-def study_status(db: sqlite3.Connection, limit: int | None = None) -> list[dict]:
-    """Every study (most recent first, at most ``limit``) with its current result, timings
-    and delivery per destination — what ``l3node status`` and the status page show."""
+def study_status(db: sqlite3.Connection, limit: int | None = None,
+                 study_uid: str | None = None) -> list[dict]:
+    """Every study (most recent first, at most ``limit``; or only ``study_uid``) with its
+    current result, timings and delivery per destination — what ``l3node status`` and the
+    status page show."""
     rows = db.execute(
         "SELECT s.study_instance_uid, s.state, s.instances, s.version, s.first_instance_at, "
         "s.last_instance_at, s.exported_at, r.status, r.l3_index, r.l3_sop_instance_uid, "
         "r.z_mm, r.confidence, r.reason, r.processing_s, r.created_at, r.files FROM study s "
         "LEFT JOIN result r ON r.study_instance_uid = s.study_instance_uid AND r.version = "
-        "s.version ORDER BY s.last_instance_at DESC LIMIT ?", (limit or -1,)).fetchall()
+        "s.version WHERE ? IS NULL OR s.study_instance_uid = ? "
+        "ORDER BY s.last_instance_at DESC LIMIT ?",
+        (study_uid, study_uid, limit or -1)).fetchall()
     keys = ("study_instance_uid", "state", "instances", "version", "first_instance_at",
             "last_instance_at", "exported_at", "result", "l3_index", "l3_sop_instance_uid",
             "z_mm", "confidence", "reason", "processing_s", "result_at", "files")

@@ -79,7 +79,7 @@ def create_app(node: Node, token: str | None = None) -> Flask:
     def thumbnail(study_uid: str) -> Response:
         db = connect()
         try:
-            rows = [s for s in study_status(db) if s["study_instance_uid"] == study_uid]
+            rows = study_status(db, study_uid=study_uid)
         finally:
             db.close()
         path = _axial_sc(rows[0]["files"]) if rows else None

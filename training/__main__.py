@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,6 +118,20 @@ def _load_cases(args: argparse.Namespace) -> list:
     return cases
 
 
+def _run_log(run: Path) -> Callable[[str], None]:
+    """Create the run folder; the returned ``log`` prints a line and appends it to
+    ``RUN/log.txt`` (flushed: a long run can be followed with ``tail -f``)."""
+    run.mkdir(parents=True, exist_ok=True)
+    log_f = (run / "log.txt").open("a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        log_f.write(msg + "\n")
+        log_f.flush()
+
+    return log
+
+
 def _search(args: argparse.Namespace) -> int:
     from l3node.localize.localizer import pick_device
     from l3node.localize.model import ModelSpec, save_artifact
@@ -135,13 +150,7 @@ def _search(args: argparse.Namespace) -> int:
     if budget.max_cases and len(cases) > budget.max_cases:
         cases = cases[: budget.max_cases]
     run: Path = args.run
-    run.mkdir(parents=True, exist_ok=True)
-    log_f = (run / "log.txt").open("a")
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-        log_f.write(msg + "\n")
-        log_f.flush()
+    log = _run_log(run)
 
     pre = Preprocessing(size=budget.input_size)
     cache = build_cache(cases, pre, args.cache, log=log)
@@ -212,13 +221,7 @@ def _cv(args: argparse.Namespace) -> int:
 
     cases = _load_cases(args)
     run: Path = args.run
-    run.mkdir(parents=True, exist_ok=True)
-    log_f = (run / "log.txt").open("a")
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-        log_f.write(msg + "\n")
-        log_f.flush()
+    log = _run_log(run)
 
     raw = json.loads(args.config.read_text())
     raw = raw.get("config", raw)  # a training.json or a bare TrainConfig dict
