@@ -262,3 +262,34 @@ def test_half_check_compares_float16_rounded_weights_with_the_full_ones():
                          for k, v in net.state_dict().items()})
     hc = half_check(net, cache, [0, 1, 2], cfg, DecisionParams())
     assert hc["max_abs_dprob"] == 0 and hc["decisions_changed"] == 0
+
+
+def test_cross_validation_resumes_from_finished_folds(tmp_path):
+    """A cv run of hours keeps each finished fold: a rerun reads them back (same records, no
+    training), a lost fold alone is trained again, another configuration starts afresh."""
+    from l3node.localize.decision import DecisionParams
+    from training.search import cross_validate
+
+    cache = _toy_cache(n_cases=3)
+    cfg = TrainConfig(input_mode="paper", precision="fp32", neg_per_case=None, epochs=1,
+                      batch_size=16, seed=0)
+    folds = [[0], [1], [2]]
+
+    def run(c: TrainConfig) -> tuple[dict, list[str]]:
+        lines: list[str] = []
+        out = cross_validate(cache, folds, c, DecisionParams(), log=lines.append,
+                             checkpoint=tmp_path / "folds")
+        return out, lines
+
+    first, lines = run(cfg)
+    assert sum("epoch 1" in s for s in lines) == 3
+    assert len(list((tmp_path / "folds").glob("fold*.json"))) == 3
+    again, lines = run(cfg)
+    assert sum("read from" in s for s in lines) == 3 and not any("epoch" in s for s in lines)
+    assert again["cases"] == json.loads(json.dumps(first["cases"], default=lambda v: v.item()))
+    assert again["slice_counts"] == first["slice_counts"]
+    next((tmp_path / "folds").glob("fold2-*.json")).unlink()
+    _, lines = run(cfg)
+    assert sum("read from" in s for s in lines) == 2 and sum("epoch 1" in s for s in lines) == 1
+    _, lines = run(TrainConfig(**{**cfg.__dict__, "l2": cfg.l2 * 2}))
+    assert sum("epoch 1" in s for s in lines) == 3

@@ -240,7 +240,8 @@ def _cv(args: argparse.Namespace) -> int:
             f"config {args.config}")
         cv = cross_validate(cache, fold_list, cfg, decision, log=log,
                             eval_precision=args.eval_precision,
-                            check_half=mode in args.check_fp16)
+                            check_half=mode in args.check_fp16,
+                            checkpoint=run / "folds" / mode)
         params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
         results.append(summarise(f"fixed config, {mode} input", cv, params, mode))
         cvs.append(cv)

@@ -20,11 +20,13 @@ and the report compares them (the paper's Table 2).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -170,20 +172,36 @@ def run_search(cache: Cache, train_idx: list[int], val_idx: list[int], base: Tra
 
 def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
                    decision: DecisionParams, log: Callable[[str], None] = print,
-                   eval_precision: str | None = None, check_half: bool = False) -> dict:
+                   eval_precision: str | None = None, check_half: bool = False,
+                   checkpoint: Path | None = None) -> dict:
     """Train on k−1 folds, test on the held-out one, for each fold; per-case records.
 
     ``eval_precision`` tests in another precision than training used (``fp32``: as the node
     runs by default).  ``check_half`` also tests each fold's network with its weights rounded
     to float16 — how the artifact stores them — against the full weights, both in fp32 (in
     bf16 the rounding would vanish), and counts the decisions that change.
+
+    ``checkpoint``: a folder where each finished fold's results are written; a rerun with the
+    same configuration and folds reads them back instead of training again, so a run of hours
+    that is interrupted loses at most the fold in progress.
     """
     per_case: list[dict] = []
     histories = []
     half_checks = []
     slice_counts = {"tp": 0, "fp": 0, "fn": 0}
     ecfg = replace(cfg, precision=eval_precision) if eval_precision else cfg
+    key = _fold_key(cfg, fold_list, decision, eval_precision, check_half)
     for f, test in enumerate(fold_list):
+        done = _read_fold(checkpoint, f, key)
+        if done is not None:
+            log(f"fold {f + 1}/{len(fold_list)}: results read from {checkpoint}")
+            per_case.extend(done["cases"])
+            histories.append(done["history"])
+            for k, v in done["slice_counts"].items():
+                slice_counts[k] += v
+            if check_half:
+                half_checks.append(done["half_check"])
+            continue
         tr = [i for g, fold in enumerate(fold_list) if g != f for i in fold]
         log(f"fold {f + 1}/{len(fold_list)}: train {len(tr)} cases, test {len(test)}")
         net, hist = train(cache, tr, cfg, decision=decision, on_epoch=lambda e, r, f=f: log(
@@ -199,15 +217,47 @@ def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
             slice_counts[k] += v
         log(f"fold {f + 1}: F1 {s['val_f1']:.3f}, mean |error| "
             f"{_fmt(s['val_error_slices_mean'])} slices / {_fmt(s['val_error_mm_mean'])} mm")
+        hc = None
         if check_half:
-            hc = half_check(net, cache, test, replace(cfg, precision="fp32"), decision)
-            half_checks.append({"fold": f, **hc})
+            hc = {"fold": f, **half_check(net, cache, test, replace(cfg, precision="fp32"),
+                                          decision)}
+            half_checks.append(hc)
             log(f"fold {f + 1}: float16 weights change {hc['decisions_changed']} of "
                 f"{hc['cases']} decisions; max |Δp| {hc['max_abs_dprob']:.2e}")
+        _write_fold(checkpoint, f, key, {"cases": ev["cases"], "history": hist.epochs,
+                                         "slice_counts": s["slice_counts"], "half_check": hc})
     out = {"cases": per_case, "histories": histories, "slice_counts": slice_counts}
     if check_half:
         out["half_checks"] = half_checks
     return out
+
+
+def _fold_key(cfg: TrainConfig, fold_list: list[list[int]], decision: DecisionParams,
+               eval_precision: str | None, check_half: bool) -> str:
+    """What a fold's results depend on; a checkpoint with another key is not reused."""
+    params = {k: v for k, v in asdict(cfg).items() if k != "device"}
+    blob = json.dumps([params, fold_list, asdict(decision), eval_precision, check_half],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_fold(folder: Path | None, f: int, key: str) -> dict | None:
+    path = folder / f"fold{f + 1}-{key}.json" if folder else None
+    return json.loads(path.read_text()) if path and path.exists() else None
+
+
+def _write_fold(folder: Path | None, f: int, key: str, results: dict) -> None:
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"fold{f + 1}-{key}.json.part"
+    tmp.write_text(json.dumps(results, default=_plain))
+    tmp.replace(folder / f"fold{f + 1}-{key}.json")
+
+
+def _plain(v: object) -> object:
+    """numpy scalars in the per-case records, as JSON numbers of the same kind."""
+    return v.item() if isinstance(v, np.generic) else str(v)
 
 
 def half_check(net: torch.nn.Module, cache: Cache, cases: list[int], cfg: TrainConfig,
