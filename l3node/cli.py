@@ -144,6 +144,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 autocast (faster on CPUs with bf16 support)")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="engine for the network (auto: ONNX Runtime for fp32 on the CPU)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -158,6 +160,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         model = load_artifact(model_dir, device=device)
         series = load_series(args.series_dir)
+        loc = Localizer(model, batch_size=args.batch_size, precision=args.precision,
+                        device=device, runtime=args.runtime)
+        model = loc.model  # without the PyTorch weights when ONNX Runtime holds them
     except (ArtifactError, SeriesError, ValueError) as exc:
         if args.json:
             print(json.dumps({"status": "error", "reason": str(exc)}))
@@ -165,7 +170,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"status: error\nreason: {exc}")
         return 1
     t_load = time.perf_counter() - t0
-    loc = Localizer(model, batch_size=args.batch_size, precision=args.precision, device=device)
     res = loc.run(series, exhaustive=args.exhaustive)
     out = predict_summary(series, res, model, t_load)
     if args.png:

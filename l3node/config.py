@@ -69,6 +69,7 @@ class ModelConfig:
     device: str = "cpu"
     precision: str = "fp32"
     batch_size: int = 8  # ResNet50 working memory: 16 costs ~230 MiB more, barely faster
+    runtime: str = "auto"  # auto | torch | onnxruntime (see l3node.localize.runtime)
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,13 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         raise ConfigError(f'model.device: must be cpu, cuda or auto, got {m["device"]!r}')
     if m.get("precision", "fp32") not in ("fp32", "bf16"):
         raise ConfigError(f'model.precision: must be fp32 or bf16, got {m["precision"]!r}')
+    if m.get("runtime", "auto") not in ("auto", "torch", "onnxruntime"):
+        raise ConfigError(f'model.runtime: must be auto, torch or onnxruntime, got '
+                          f'{m["runtime"]!r}')
+    if m.get("runtime") == "onnxruntime" and (m.get("precision", "fp32") != "fp32"
+                                              or m.get("device", "cpu") != "cpu"):
+        raise ConfigError('model.runtime: "onnxruntime" runs fp32 on the CPU only '
+                          '(precision = "fp32", device = "cpu"); use "auto" or "torch"')
     r = _section(RetryConfig, raw.get("retry", {}), "retry")
     if "max_attempts" in r:
         _int(r["max_attempts"], "retry.max_attempts", 1, 1000)

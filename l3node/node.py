@@ -217,7 +217,8 @@ class Node:
             device = pick_device(self.cfg.model.device)
             model = load_artifact(self.cfg.model.path, device=device)
             self._localizer = Localizer(model, batch_size=self.cfg.model.batch_size,
-                                        precision=self.cfg.model.precision, device=device)
+                                        precision=self.cfg.model.precision, device=device,
+                                        runtime=self.cfg.model.runtime)
         return self._localizer
 
     # -- the scheduler's job ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from .decision import Decision, decide
 from .model import LoadedModel
 from .preprocess import preprocess
+from .runtime import OnnxNet, resolve_runtime
 from .series import CTSeries
 
 
@@ -62,7 +64,7 @@ class Localizer:
     """Holds a loaded model; :meth:`run` localizes L3 in one series."""
 
     def __init__(self, model: LoadedModel, batch_size: int = 16, precision: str = "fp32",
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", runtime: str = "auto") -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f'precision must be "fp32" or "bf16", got {precision!r}')
         if batch_size < 1:
@@ -71,9 +73,16 @@ class Localizer:
         self.batch_size = batch_size
         self.precision = precision
         self.device = device
-        self.net = model.net.to(device).to(memory_format=torch.channels_last).eval()
         if device == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
+        self.runtime = resolve_runtime(runtime, precision, device)
+        self.net: Callable[[torch.Tensor], torch.Tensor]
+        if self.runtime == "onnxruntime":
+            self.net, self.model = OnnxNet.from_model(model)
+        elif model.net is None:
+            raise ValueError("this model's PyTorch network was released; load it again")
+        else:
+            self.net = model.net.to(device).to(memory_format=torch.channels_last).eval()
 
     # -- per-series state -------------------------------------------------------------------
     def run(self, series: CTSeries, exhaustive: bool = False) -> Result:
@@ -142,13 +151,15 @@ class Localizer:
         for k in range(0, len(idx), self.batch_size):
             chunk = idx[k : k + self.batch_size]
             x = torch.from_numpy(self._channels(chunk)).to(self.device)
-            x = x.contiguous(memory_format=torch.channels_last)
+            if self.runtime == "torch":
+                x = x.contiguous(memory_format=torch.channels_last)
             t = time.perf_counter()
             probs[chunk] = predict_logits(self.net, x, self.precision).sigmoid().numpy()
             self._t.inference_s += time.perf_counter() - t
 
 
-def predict_logits(net: torch.nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+def predict_logits(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   precision: str = "fp32") -> torch.Tensor:
     """Logits for a batch, in inference mode; bf16 autocast when asked."""
     with torch.inference_mode():
         if precision == "bf16":

@@ -93,7 +93,7 @@ class ModelSpec:
 @dataclass
 class LoadedModel:
     spec: ModelSpec
-    net: L3Net
+    net: L3Net | None  # None once another runtime holds the weights (localize.runtime)
     path: Path | None
     sha256: str
 

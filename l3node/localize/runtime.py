@@ -1,0 +1,134 @@
+"""Which engine runs the network: PyTorch, or ONNX Runtime for fp32 on the CPU.
+
+Why a second engine: on the 2-core machine ONNX Runtime runs the same ResNet50 in fp32 about
+1.7× faster than PyTorch (channels-last, oneDNN) — its graph optimiser folds batch norm into
+the convolutions and fuses the activations — and that is the largest single cost between
+"study complete" and "key image in the PACS" (``benchmarks/RESULTS.md``).  Its probabilities
+differ from PyTorch's by ~1e-7, so the decisions are the same (checked on the held-out
+phantoms, ``docs/model-card.md``).
+
+The model artifact stays the PyTorch state dict: the ONNX graph is exported from it when the
+localizer is built, so there is one source of truth for the weights and nothing extra to ship
+or keep in step.  A child process (``python -m l3node.localize.runtime``, ~5 s once per start)
+exports the graph and lets ONNX Runtime optimise it for this CPU (batch norm folded, NCHWc
+layout) into a temporary file; the node loads that file with optimisation off and drops its
+PyTorch copy of the weights.  Measured on the 2-core machine (1 mm study, batch 8): the
+exporter's and the optimiser's copies of the weights (~400 MiB at their peak) never count
+against the node's memory, and the session holds ~100 MiB of weights instead of ~250 MiB.
+
+``auto`` picks ONNX Runtime exactly where it helps and is exact: fp32 on the CPU.  bf16 is a
+PyTorch autocast mode, and CUDA runs PyTorch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import LoadedModel, load_artifact
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def resolve_runtime(runtime: str, precision: str, device: str) -> str:
+    """``torch`` or ``onnxruntime`` for this precision and device; ValueError if impossible."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    if runtime == "auto":
+        return "onnxruntime" if precision == "fp32" and device == "cpu" else "torch"
+    if runtime == "onnxruntime" and (precision != "fp32" or device != "cpu"):
+        raise ValueError(f'runtime "onnxruntime" runs fp32 on the CPU only; got precision '
+                         f"{precision!r} on {device!r} (use runtime torch or auto)")
+    return runtime
+
+
+def export_onnx(net: torch.nn.Module, size: int) -> bytes:
+    """``net`` as an ONNX graph with a dynamic batch axis (input ``x``, output ``logit``)."""
+    buf = io.BytesIO()
+    was_training = net.training
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(net.eval(), (torch.zeros(2, 3, size, size),), buf,
+                          input_names=["x"], output_names=["logit"], dynamo=False,
+                          dynamic_axes={"x": {0: "n"}, "logit": {0: "n"}})
+    net.train(was_training)
+    return buf.getvalue()
+
+
+def optimised_graph(model: LoadedModel, out: Path, timeout_s: float = 300.0) -> None:
+    """Write the artifact's ONNX graph, optimised by ONNX Runtime for this CPU, to ``out``.
+
+    Runs in a child process, which checks that the weights still have the sha256 this
+    process loaded.
+    """
+    cmd = [sys.executable, "-m", "l3node.localize.runtime", str(model.path), model.sha256,
+           str(out)]
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0 or not out.is_file():
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"exporting {model.path} to ONNX failed: {tail[0]}")
+
+
+def _session_options(threads: int | None = None):  # -> onnxruntime.SessionOptions
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only: not the warning that the saved graph is CPU-specific
+    return so
+
+
+class OnnxNet:
+    """Stands in for the torch network: an N × 3 × S × S float tensor in, N logits out."""
+
+    def __init__(self, graph: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        so = _session_options(threads)
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # done already
+        self.session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def from_model(cls, model: LoadedModel) -> tuple[OnnxNet, LoadedModel]:
+        """The session, and ``model`` without its PyTorch network (no longer needed)."""
+        with tempfile.TemporaryDirectory(prefix="l3node-onnx-") as tmp:
+            graph = Path(tmp) / "l3net.onnx"
+            optimised_graph(model, graph)
+            net = cls(graph)
+        return net, replace(model, net=None)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {"x": arr})[0])
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m l3node.localize.runtime MODEL_DIR SHA256 OUT``: the optimised graph."""
+    import onnxruntime as ort
+
+    folder, want, out = Path(argv[0]), argv[1], argv[2]
+    model = load_artifact(folder)
+    if model.sha256 != want or model.net is None:
+        print(f"{folder}: weights changed since the node loaded them (sha256 "
+              f"{model.sha256[:12]}…, expected {want[:12]}…)", file=sys.stderr)
+        return 2
+    so = _session_options()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = out
+    ort.InferenceSession(export_onnx(model.net, model.spec.preprocessing.size), so,
+                         providers=["CPUExecutionProvider"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
