@@ -71,13 +71,15 @@ def bench_parts(model_dir: Path, study: Path, j2k: Path) -> None:
         print(f"{name:<27}{rate:8.1f} slices/s{batch}")
 
 
-def bench_predict(study: Path, model_dir: Path, precision: str, batch_size: int = 16) -> dict:
+def bench_predict(study: Path, model_dir: Path, precision: str, runtime: str = "auto",
+                  batch_size: int = 16) -> dict:
     """``l3node predict`` in a fresh process: wall time and peak RSS by /usr/bin/time (its
     child's rusage, so the figure is not inflated by a big parent: Linux carries ru_maxrss
-    over exec), plus the JSON summary's counts and stage timings."""
+    over exec; with ONNX Runtime it is the larger of predict and its graph-export child),
+    plus the JSON summary's counts and stage timings."""
     cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "l3node", "predict",
            str(study), "--json", "--model", str(model_dir), "--precision", precision,
-           "--batch-size", str(batch_size)]
+           "--runtime", runtime, "--batch-size", str(batch_size)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     wall, rss_kb = res.stderr.strip().splitlines()[-1].split()
     out = json.loads(res.stdout)

@@ -1,80 +1,28 @@
-"""ONNX Runtime instead of PyTorch for ResNet50: faster on this CPU, and the same decisions?
+"""ONNX Runtime vs PyTorch for ResNet50 in fp32: how much faster, and the same decisions?
 
-Optional: needs ``onnxruntime`` and ``onnx`` (not dependencies of l3node; ``pip install
-onnxruntime onnx`` into the venv).  The shipped model is exported once (TorchScript exporter)
-into ``.cache/bench/onnx``; then the real :class:`~l3node.localize.localizer.Localizer` runs
-the coarse-to-fine search on each phantom twice, once with the torch network (fp32,
-channels-last, as the node runs it) and once with an ONNX Runtime session in its place, and
-compares the chosen slice, the slices evaluated, the largest probability difference and
-the inference time.  Run: ``python benchmarks/bench_onnx.py``.
+The node runs fp32 on the CPU with ONNX Runtime (``model.runtime = "auto"``,
+:mod:`l3node.localize.runtime`).  This runs the real
+:class:`~l3node.localize.localizer.Localizer` coarse-to-fine on each phantom with both
+engines and compares the chosen slice, the slices evaluated, the largest probability
+difference and the inference time.  Run: ``python benchmarks/bench_onnx.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import warnings
-from pathlib import Path
-
 import numpy as np
-import torch
-from benchlib import CACHE, ROOT, Phantom, phantom
+from benchlib import ROOT, Phantom, phantom
 
 from l3node.localize.localizer import Localizer
-from l3node.localize.model import LoadedModel, load_artifact
+from l3node.localize.model import load_artifact
 from l3node.localize.series import load_series
 
 MODEL = ROOT / "models" / "default"
 
 
-def available() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class OrtNet:
-    """Stands in for the torch network inside Localizer: a tensor in, logits out."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {"x": arr})[0])
-
-
-def export(model: LoadedModel) -> Path:
-    """The model as ONNX, cached under the sha256 of its weights."""
-    digest = hashlib.sha256((MODEL / "weights.pt").read_bytes()).hexdigest()[:16]
-    path = CACHE / "onnx" / f"l3net-{digest}.onnx"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        net = model.net.eval().to(memory_format=torch.contiguous_format)
-        x = torch.zeros(2, 3, model.spec.preprocessing.size, model.spec.preprocessing.size)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, (x,), str(path.with_suffix(".part")), input_names=["x"],
-                              output_names=["logit"], dynamo=False,
-                              dynamic_axes={"x": {0: "n"}, "logit": {0: "n"}})
-        path.with_suffix(".part").rename(path)
-    return path
-
-
 def compare(studies: list[Phantom]) -> list[dict]:
     """Per study: torch vs ONNX Runtime decision, evaluated count, max abs Δp, inference s."""
-    model = load_artifact(MODEL)
-    path = export(model)
-    torch_loc = Localizer(model)  # fp32, channels-last: what the node runs by default
-    ort_loc = Localizer(load_artifact(MODEL))
-    ort_loc.net = OrtNet(path, max(1, os.cpu_count() or 1))  # type: ignore[assignment]
+    torch_loc = Localizer(load_artifact(MODEL), batch_size=8, runtime="torch")
+    ort_loc = Localizer(load_artifact(MODEL), batch_size=8, runtime="onnxruntime")
     out = []
     for study in studies:
         series = load_series(study.folder)
@@ -90,9 +38,6 @@ def compare(studies: list[Phantom]) -> list[dict]:
 
 
 def main() -> None:
-    if not available():
-        print("onnxruntime/onnx not installed: pip install onnxruntime onnx")
-        return
     for r in compare([phantom("whole-body", 5.0), phantom("whole-body", 1.0)]):
         print(f"{r['mm']:g} mm ({r['slices']} slices): L3 torch {r['torch_index']} / ORT "
               f"{r['ort_index']}, evaluated {r['torch_evaluated']} / {r['ort_evaluated']}, "

@@ -8,12 +8,13 @@ machine, printed as one markdown table and written to ``benchmarks/RESULTS.md``.
    node with fsync switched off, to show what durability costs;
 2. end to end — a real node with an Orthanc C-STORE destination: the time from the moment
    the study turns complete (the scheduler claims it) to the KOS being queryable in Orthanc,
-   for a 5 mm and a 1 mm whole-body study, model precision fp32 (the default) and bf16;
+   for a 5 mm and a 1 mm whole-body study: fp32 with ONNX Runtime (the default), fp32 with
+   PyTorch, and bf16 (PyTorch autocast);
 3. localizer — slices/s per stage (bench_localize.measure_parts) and how many slices the
    coarse-to-fine search sends through ResNet50 (``l3node predict``, bench_localize);
 4. memory — peak RSS (VmHWM) of the serve process over receiving + processing the study;
-5. ONNX Runtime in place of PyTorch for ResNet50 (bench_onnx; only if onnxruntime is
-   installed): inference time and whether the decisions are the same;
+5. ONNX Runtime (the node's fp32 engine) against PyTorch for ResNet50 (bench_onnx):
+   inference time and whether the decisions are the same;
 6. phantom generation (bench_phantom.measure), which used to be its own table.
 
 Benchmarks print figures and assert nothing.  Phantoms are cached in ``.cache/bench``.
@@ -68,6 +69,10 @@ AET = "L3NODE"  # storescp and this Orthanc accept any called AE title; the node
 INGEST_GOAL = 0.70  # l3node instances/s as a fraction of storescp's
 E2E_GOAL_S = 10.0  # complete → KOS in the PACS, 1 mm whole-body, 2 cores
 RSS_GOAL_MIB = 1.5 * 1024
+# engines the end-to-end and predict rows compare: name → (model.precision, model.runtime)
+ENGINES = {"fp32": ("fp32", "auto"), "fp32-torch": ("fp32", "torch"), "bf16": ("bf16", "auto")}
+ENGINE_LABEL = {"fp32": "fp32, ONNX Runtime (default)", "fp32-torch": "fp32, PyTorch",
+                "bf16": "bf16, PyTorch"}
 QUIET_S = 1.0  # e2e: scheduler.study_quiet_s (excluded from the figure)
 POLL_S = 0.25  # e2e: scheduler.poll_s
 # Debian's DCMTK (storescu, storescp, and Orthanc's DICOM server) leaves Nagle's algorithm
@@ -130,13 +135,14 @@ def _orthanc_find(o: Orthanc, query: dict) -> list:
 
 
 def _node_config(work: Path, port: int, *, quiet_s: float, poll_s: float,
-                 precision: str = "fp32", orthanc: Orthanc | None = None) -> Path:
+                 engine: str = "fp32", orthanc: Orthanc | None = None) -> Path:
     """A node configuration in a temp folder (only long-standing keys, nothing optional)."""
     text = (f'[node]\nae_title = "{AET}"\nhost = "127.0.0.1"\nport = {port}\n\n'
             f'[paths]\nspool = "{work / "spool"}"\nstate_db = "{work / "state.db"}"\n\n'
             f"[scheduler]\nstudy_quiet_s = {quiet_s}\nstudy_max_wait_s = 7200\n"
             f"poll_s = {poll_s}\n\n"
-            f'[model]\npath = "{MODEL}"\nprecision = "{precision}"\n')
+            f'[model]\npath = "{MODEL}"\nprecision = "{ENGINES[engine][0]}"\n'
+            f'runtime = "{ENGINES[engine][1]}"\n')
     if orthanc is not None:
         text += (f'\n[[destinations]]\nname = "orthanc"\nkind = "dimse"\n'
                  f'ae_title = "{orthanc.aet}"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n')
@@ -181,6 +187,15 @@ def ingest_once(kind: str, study: Phantom, work: Path) -> dict:
         wait_port(port, proc, 30, log)
         done: Callable[[], None] = lambda: stop(proc)  # noqa: E731
         count = lambda: sum(1 for _ in out.iterdir())  # noqa: E731
+    elif kind == "pynetdicom":
+        out = work / "out"
+        log = work / "bare_scp.log"
+        scp = Path(__file__).with_name("bare_scp.py")
+        proc = subprocess.Popen([sys.executable, str(scp), str(port), str(out)],
+                                stdout=log.open("w"), stderr=subprocess.STDOUT)
+        wait_port(port, proc, 60, log)
+        done = lambda: stop(proc)  # noqa: E731
+        count = lambda: sum(1 for _ in out.iterdir())  # noqa: E731
     elif kind == "orthanc":
         o = _orthanc(work / "orthanc")
         port = o.dicom_port
@@ -202,7 +217,7 @@ def ingest_once(kind: str, study: Phantom, work: Path) -> dict:
 
 
 def bench_ingest(study: Phantom, work: Path, repeats: int) -> list[Row]:
-    kinds = ("storescp", "orthanc", "l3node", "l3node-nofsync")
+    kinds = ("storescp", "orthanc", "pynetdicom", "l3node", "l3node-nofsync")
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     warm_page_cache(study.files)
     for r in range(repeats):  # round-robin, so background noise spreads over all receivers
@@ -215,6 +230,8 @@ def bench_ingest(study: Phantom, work: Path, repeats: int) -> list[Row]:
     secs = {k: statistics.median(x["secs"] for x in v) for k, v in runs.items()}
     what = f"{n} × {mb / n:.2f} MB ({study.truth['series']['slice_thickness_mm']:g} mm)"
     label = {"storescp": "DCMTK storescp → disk", "orthanc": "Orthanc (files + SQLite index)",
+             "pynetdicom": "bare pynetdicom SCP, bytes → file, no fsync (ceiling of any "
+                           "pynetdicom receiver)",
              "l3node": "l3node serve (fsync'd, then acked)",
              "l3node-nofsync": "l3node serve, fsync off (what-if, not a setting)"}
     rows = []
@@ -226,9 +243,11 @@ def bench_ingest(study: Phantom, work: Path, repeats: int) -> list[Row]:
         if short:
             note += f"; **{len(short)} run(s) incomplete or failed**"
         goal = verdict = ""
-        if k.startswith("l3node"):
+        if k.startswith("l3node") or k == "pynetdicom":
             ratio = secs["storescp"] / secs[k]
             note = f"{100 * ratio:.0f} % of storescp; " + note
+        if k.startswith("l3node"):
+            note = f"{100 * secs['pynetdicom'] / secs[k]:.0f} % of bare pynetdicom, " + note
             if k == "l3node":
                 goal, verdict = f"≥ {100 * INGEST_GOAL:.0f} % of storescp", _verdict(
                     ratio >= INGEST_GOAL)
@@ -238,14 +257,14 @@ def bench_ingest(study: Phantom, work: Path, repeats: int) -> list[Row]:
 
 
 # -- 2. end to end, 4. memory -------------------------------------------------------------------
-def e2e_once(study: Phantom, precision: str, work: Path, timeout: float = 600) -> dict:
+def e2e_once(study: Phantom, engine: str, work: Path, timeout: float = 600) -> dict:
     """Send ``study`` to a fresh node whose destination is a fresh Orthanc; time the KOS."""
     work.mkdir(parents=True)
     o = _orthanc(work / "orthanc")
     node = None
     try:
         port = free_port()
-        cfg = _node_config(work, port, quiet_s=QUIET_S, poll_s=POLL_S, precision=precision,
+        cfg = _node_config(work, port, quiet_s=QUIET_S, poll_s=POLL_S, engine=engine,
                            orthanc=o)
         node = _start_node(cfg, port, work / "node.log")
         rss_start = proc_status_kb(node.pid, "VmRSS") or 0
@@ -290,13 +309,13 @@ def e2e_once(study: Phantom, precision: str, work: Path, timeout: float = 600) -
     return out
 
 
-def bench_e2e(studies: list[Phantom], precisions: list[str], work: Path) -> list[Row]:
+def bench_e2e(studies: list[Phantom], engines: list[str], work: Path) -> list[Row]:
     rows, mem = [], []
     for study in studies:
         mm = study.truth["series"]["slice_thickness_mm"]
-        for prec in precisions:
-            r = e2e_once(study, prec, work / f"e2e-{mm:g}-{prec}")
-            what = f"{mm:g} mm whole-body ({study.slice_count} slices), {prec}"
+        for engine in engines:
+            r = e2e_once(study, engine, work / f"e2e-{mm:g}-{engine}")
+            what = f"{mm:g} mm whole-body ({study.slice_count} slices), {ENGINE_LABEL[engine]}"
             print(f"  e2e {what}: {json.dumps({k: v for k, v in r.items() if k != 'log_tail'})}",
                   file=sys.stderr)
             if not r["ok"]:
@@ -304,7 +323,7 @@ def bench_e2e(studies: list[Phantom], precisions: list[str], work: Path) -> list
                     f"state {r['state']}, result {r['status']}; node log: "
                     + r.get("log_tail", "").replace("\n", " ")[-300:])))
                 continue
-            is_goal = mm == 1.0
+            is_goal = mm == 1.0 and engine == "fp32"  # the default configuration
             rows.append(Row(
                 "end to end", f"{what}: study complete → KOS in Orthanc",
                 f"{r['complete_to_kos']:.1f} s",
@@ -332,14 +351,14 @@ def bench_localizer(wb5: Phantom, wb1: Phantom, j2k: Phantom, quick: bool) -> li
             "512 × 512, abdomen-pelvis 5 mm" if "2000" in name else "512 × 512, 5 mm whole-body")
         rows.append(Row("localizer", name, f"{rate:.1f} slices/s", note=note))
     # batch 8 as well: it halves the activations' memory (the node's model.batch_size)
-    cases = [(wb1, "fp32", 16)] if quick else [
-        *((s, p, 16) for s in (wb5, wb1) for p in ("fp32", "bf16")), (wb1, "fp32", 8)]
-    for study, prec, batch in cases:
-        r = bench_localize.bench_predict(study.folder, MODEL, prec, batch)
+    cases = [(wb1, "fp32", 8)] if quick else [
+        *((s, e, 8) for s in (wb5, wb1) for e in ENGINES), (wb1, "fp32-torch", 16)]
+    for study, engine, batch in cases:
+        r = bench_localize.bench_predict(study.folder, MODEL, *ENGINES[engine], batch)
         t = r["timings"]
         rows.append(Row(
             "localizer", f"coarse-to-fine, {study.truth['series']['slice_thickness_mm']:g} mm "
-            f"whole-body, {prec}, batch {batch}: slices through ResNet50",
+            f"whole-body, {ENGINE_LABEL[engine]}, batch {batch}: slices through ResNet50",
             f"{r['evaluated']} of {r['slices']}", note=(
                 f"`l3node predict` {r['wall_s']:.1f} s, {r['rss_mb']:.0f} MiB: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + " s")))
@@ -347,14 +366,12 @@ def bench_localizer(wb5: Phantom, wb1: Phantom, j2k: Phantom, quick: bool) -> li
 
 
 def bench_ort(studies: list[Phantom]) -> list[Row]:
-    if not bench_onnx.available():
-        return [Row("onnx", "ONNX Runtime in place of PyTorch", "skipped",
-                    note="`pip install onnxruntime onnx` into .venv to measure it")]
     rows = []
     for r in bench_onnx.compare(studies):
         same = r["torch_index"] == r["ort_index"] and r["torch_evaluated"] == r["ort_evaluated"]
         rows.append(Row(
-            "onnx", f"ONNX Runtime vs PyTorch fp32 channels-last, {r['mm']:g} mm whole-body: "
+            "onnx", f"ONNX Runtime vs PyTorch (channels-last), fp32, batch 8, {r['mm']:g} mm "
+            "whole-body: "
             "inference time", f"{r['ort_inference_s']:.1f} s vs {r['torch_inference_s']:.1f} s "
             f"({r['torch_inference_s'] / r['ort_inference_s']:.1f}×)", note=(
                 f"{'same' if same else '**different**'} decision: L3 slice "
@@ -390,7 +407,8 @@ NOTES = f"""\
   (Debian's DCMTK leaves Nagle on without it: ~40 ms per instance).  l3node acknowledges an
   instance only after its file (fsync, rename, fsync of the folder) and its row (SQLite WAL,
   synchronous=FULL) are on disk (the folder's fsync and the commit run together);
-  storescp and Orthanc flush nothing.  The what-if row turns every fsync off.
+  storescp, Orthanc and the bare pynetdicom SCP flush nothing.  The what-if row turns every
+  fsync off.
 - **end to end**: a real `l3node serve` (`scheduler.study_quiet_s = {QUIET_S:g}`,
   `poll_s = {POLL_S:g}`, model `models/default`) with an Orthanc C-STORE destination.
   "Study complete" is when the scheduler claims the study (its state leaves `complete`, read
@@ -403,9 +421,14 @@ NOTES = f"""\
 - **localizer**: stage rates from `bench_localize.measure_parts` (the node runs ResNet50
   channels-last); the coarse-to-fine counts and stage times from `l3node predict --json` (a
   fresh process: its wall time includes ~3 s of imports a resident node pays once).
-- **onnx**: the shipped model exported once to ONNX; the same Localizer with an ONNX Runtime
-  session in place of the torch network.  The same decision on two phantoms is not the
-  model card's held-out check, which a switch would need.
+- **onnx**: the same Localizer with `runtime = "torch"` and `"onnxruntime"` (the graph
+  exported from the artifact and optimised for this CPU by a child process, see
+  `l3node/localize/runtime.py`); the held-out check of the switch is in the model card.
+- **engines**: "fp32, ONNX Runtime (default)" is `model.runtime = "auto"`; the goal rows
+  are the default configuration.  predict's peak RSS with ONNX Runtime is the larger of the
+  process and its export child (rusage); the node's figure is its own VmHWM.
+- **bare pynetdicom**: `benchmarks/bare_scp.py`, a storage SCP that writes each dataset's
+  bytes and does nothing else: the ceiling pynetdicom's polling reactor puts on any receiver.
 """
 
 
@@ -459,7 +482,7 @@ def main() -> int:
         if "ingest" in parts:
             rows += bench_ingest(wb5 if args.quick else wb1, work / "ingest", repeats)
         if "e2e" in parts:
-            rows += bench_e2e([wb5, wb1], ["fp32"] if args.quick else ["fp32", "bf16"],
+            rows += bench_e2e([wb5, wb1], ["fp32"] if args.quick else list(ENGINES),
                               work / "e2e")
         if "localizer" in parts:
             rows += bench_localizer(wb5, wb1, j2k, args.quick)

@@ -1,0 +1,38 @@
+"""The least a pynetdicom storage SCP can do: each dataset's bytes to a file, no fsync.
+
+A reference receiver for ``make bench`` (not part of l3node): it shows the ceiling that
+pynetdicom's own reactor (threads polling with 1 ms sleeps, one PDU at a time) puts on any
+receiver built on it, so l3node's ingest can be read against both DCMTK and that ceiling.
+Run: ``python benchmarks/bare_scp.py PORT OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.events import Event
+
+TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+
+
+def main(port: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+
+    def on_store(event: Event) -> int:
+        nonlocal count
+        count += 1
+        (out / f"{count:06d}.dcm").write_bytes(event.request.DataSet.getvalue())
+        return 0x0000
+
+    ae = AE(ae_title="BARESCP")
+    ae.maximum_pdu_size = 262144  # as l3node's default node.max_pdu
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+    ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), Path(sys.argv[2]))
