@@ -266,7 +266,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     cases = _load_cases(args)
     model = load_artifact(args.model, device=pick_device(args.device))
-    loc = Localizer(model, precision=args.precision, device=pick_device(args.device))
+    loc = Localizer(model, precision=args.precision, device=pick_device(args.device),
+                    runtime=args.runtime)
     records = []
     for c in cases:
         s = load_series(Path(c.folder))
@@ -368,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     ev.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ev.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto")
     ev.set_defaults(func=_evaluate)
     nd = sub.add_parser("nifti-to-dicom", help="write a NIfTI CT volume (HU) as a DICOM series")
     nd.add_argument("nifti", type=Path)
