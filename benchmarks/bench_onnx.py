@@ -21,8 +21,8 @@ MODEL = ROOT / "models" / "default"
 
 def compare(studies: list[Phantom]) -> list[dict]:
     """Per study: torch vs ONNX Runtime decision, evaluated count, max abs Δp, inference s."""
-    torch_loc = Localizer(load_artifact(MODEL), batch_size=8, runtime="torch")
-    ort_loc = Localizer(load_artifact(MODEL), batch_size=8, runtime="onnxruntime")
+    torch_loc = Localizer(load_artifact(MODEL), batch_size=4, runtime="torch")
+    ort_loc = Localizer(load_artifact(MODEL), batch_size=4, runtime="onnxruntime")
     out = []
     for study in studies:
         series = load_series(study.folder)

@@ -141,7 +141,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exhaustive", action="store_true",
                    help="run every slice through the network (default: coarse-to-fine)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=4, help="as the node's model.batch_size")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 autocast (faster on CPUs with bf16 support)")
     p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto",
