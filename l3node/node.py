@@ -305,6 +305,11 @@ class Node:
         self.db.execute("UPDATE study SET state = ? WHERE study_instance_uid = ? AND state = ?",
                         (state, study_uid, StudyState.PROCESSING))
         if files:
+            # An older run's undelivered results must not follow this one: they carry the same
+            # SOP Instance UIDs, so a late retry would put the superseded content in the PACS.
+            self.db.execute("UPDATE export SET state = 'superseded' WHERE study_instance_uid = ? "
+                            "AND version < ? AND state IN ('pending', 'failed')",
+                            (study_uid, version))
             for dest in self.destinations:
                 self.db.execute(
                     "INSERT OR REPLACE INTO export (study_instance_uid, version, destination, "

@@ -283,3 +283,56 @@ def test_series_selection_prefers_primary_then_coverage_and_says_why(tmp_path, c
     strict = select_series(study, SelectionConfig(min_slices=100))
     assert strict.series is None
     assert "fewer than selection.min_slices" in strict.skipped[uid]
+
+
+def test_a_rerun_supersedes_the_undelivered_results_of_the_earlier_run(tmp_path, abdomen_study):
+    """PACS down: run 1's export keeps retrying; late instances make run 2, whose results
+    replace run 1's in the queue (same SOP Instance UIDs: run 1 must never be sent after it).
+    Then the PACS comes up and receives run 2 only."""
+    files = sorted(abdomen_study.glob("*.dcm"))
+    early, late = tmp_path / "early", tmp_path / "late"
+    early.mkdir()
+    late.mkdir()
+    for k, f in enumerate(files):
+        shutil.copy(f, late if k >= len(files) - 10 else early)
+    port = free_port()
+    cfg = Config(
+        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port()),
+        paths=PathsConfig(spool=tmp_path / "spool", state_db=tmp_path / "state.db"),
+        scheduler=SchedulerConfig(study_quiet_s=1.0, poll_s=0.3),
+        model=ModelConfig(path=default_model_dir()),
+        retry=RetryConfig(max_attempts=1000, backoff_s=0.2, backoff_max_s=0.5),
+        destinations=(DestinationConfig(name="pacs", kind="dimse", ae_title="ORTHANC",
+                                        host="127.0.0.1", port=port),),
+    )
+    db = sqlite3.connect(tmp_path / "state.db", timeout=30)
+
+    def exports() -> dict[int, tuple[str, int]]:
+        return {v: (s, a) for v, s, a in db.execute(
+            "SELECT version, state, attempts FROM export ORDER BY version")}
+
+    node = Node(cfg)
+    node.start()
+    o = None
+    try:
+        _send(node.receiver.port, early)
+        wait_for(lambda: exports().get(1, ("", 0))[1] >= 2, 120, "run 1 retrying")
+        _send(node.receiver.port, late)
+        wait_for(lambda: 2 in exports(), 180, "run 2 queued")
+        assert exports()[1][0] == "superseded"
+        attempts_1 = exports()[1][1]
+        o = Orthanc(tmp_path / "orthanc", dicom_port=port)
+        wait_for(lambda: exports()[2][0] == "sent", 60, "run 2 delivered")
+        row = next(s for s in node.status())
+        assert row["state"] == "exported" and row["version"] == 2
+        assert exports()[1] == ("superseded", attempts_1)  # never tried again
+        study_uid = row["study_instance_uid"]
+        res = _results_in_orthanc(o, study_uid)
+        assert len(res["KO"]) == 1 and len(res["OT"]) == 2
+        changes = o.get("/changes?limit=1000")["Changes"]  # type: ignore[index]
+        assert sum(c["ChangeType"] == "NewInstance" for c in changes) == 3
+    finally:
+        node.stop()
+        db.close()
+        if o is not None:
+            o.stop()
