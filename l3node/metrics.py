@@ -43,8 +43,8 @@ class Metrics:
             "l3node_exports", "Result sets sent, by destination and outcome (sent, retry, "
             "failed)", ["destination", "outcome"], registry=r)
         self.failures = Counter(
-            "l3node_failures", "Failures by stage (receive, processing, export, metrics)", ["stage"],
-            registry=r)
+            "l3node_failures", "Failures by stage (receive, processing, export, metrics)",
+            ["stage"], registry=r)
         self.queue = Gauge("l3node_queue_depth", "Studies waiting, by state", ["state"],
                            registry=r)
         self.pending_exports = Gauge("l3node_pending_exports",
