@@ -148,7 +148,9 @@ def write_report(run: Path, results: list[dict], cvs: list[dict], extra: dict) -
     lines = ["# Training report", "",
              f"Data: {extra.get('cases')} cases; {extra.get('folds')}-fold patient-level "
              f"cross-validation; budget `{extra.get('budget')}`; sampler "
-             f"`{extra.get('sampler')}`; seed {extra.get('seed')}.", "",
+             f"`{extra.get('sampler')}`; seed {extra.get('seed')}"
+             + (f"; test passes in {extra['eval_precision']}" if extra.get("eval_precision")
+                else "") + ".", "",
              "L3 slice error = |localizer's slice − truth's middle L3 slice| over the cases "
              "that have an L3, in slices and in mm (mean ± SD).", "",
              "## Comparison (the paper's Table 2)", "",
@@ -166,7 +168,9 @@ def write_report(run: Path, results: list[dict], cvs: list[dict], extra: dict) -
     lines += ["", "Paper (real CT, 5-fold): 1.68 ± 1.43 slices with hyper-parameters only, "
               "0.68 ± 1.26 with the imbalance variables.", ""]
     for r in results:
-        lines += [f"## {r['name']}", "", "Best design variables:", "",
+        heading = ("Design variables (fixed, no search):" if extra.get("sampler") == "none"
+                   else "Best design variables:")
+        lines += [f"## {r['name']}", "", heading, "",
                   *[f"- {k}: {v}" for k, v in r["params"].items()], "",
                   f"Ordinary cases: {_pm(r['ordinary'], 'error_slices')} slices, "
                   f"{_pm(r['ordinary'], 'error_mm', ' mm')}.", "", "Hard cases:", ""]

@@ -64,7 +64,7 @@ class Budget:
 BUDGETS = {
     # CPU, a few minutes: what the tests run.  Small images keep ResNet50 cheap.
     "tiny": Budget(trials=2, epochs=1, folds=2, neg_per_case=4, input_size=64, max_cases=6),
-    # CPU, about an hour on 2 cores for ~60 phantoms.
+    # CPU: ~3 min per trial epoch on 2 cores for ~60 phantoms; ~3 h with --search both.
     "small": Budget(trials=6, epochs=4, folds=3, neg_per_case=16, input_size=224, max_cases=None),
     # The paper's protocol: 5 folds, every slice, a real search (GPU advised).
     "paper": Budget(trials=30, epochs=20, folds=5, neg_per_case=None, input_size=224,
