@@ -224,6 +224,40 @@ def test_tiny_search_writes_report_and_a_model_predict_loads_then_resumes(tiny_s
     assert optuna.trial.TrialState.FAIL in states
 
 
+@pytest.mark.slow
+def test_cv_of_a_fixed_configuration_writes_a_report_and_records_it_in_the_model(
+        tiny_set, tmp_path):
+    """``cv`` on the tiny set (2 folds, 1 epoch): a report per input mode, and with
+    ``--record-in`` the model's ``model.json`` carries the same summary while its weights
+    still load (sha256 checked)."""
+    from l3node.localize.model import L3Net, ModelSpec, load_artifact, save_artifact
+
+    model = save_artifact(tmp_path / "model", L3Net(), ModelSpec(input_mode="context"),
+                          half=True)
+    weights_before = (model / "weights.pt").read_bytes()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"epochs": 1, "batch_size": 16, "neg_per_case": 4}))
+    run = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "training", "cv", "--data", str(tiny_set), "--run", str(run),
+         "--cache", str(tmp_path / "cache"), "--config", str(config), "--folds", "2",
+         "--input-mode", "context", "paper", "--device", "cpu", "--record-in", str(model)],
+        capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = (run / "report.md").read_text()
+    assert "fixed config, context input" in report and "fixed config, paper input" in report
+    assert "Design variables (fixed, no search)" in report
+    metrics = json.loads((run / "metrics.json").read_text())
+    recorded = json.loads((model / "model.json").read_text())["training"]["cross_validation"]
+    assert recorded["model_input_mode"] == "context" and recorded["folds"] == 2
+    assert [r["input_mode"] for r in recorded["results"]] == ["context", "paper"]
+    for rec, full in zip(recorded["results"], metrics["results"], strict=True):
+        assert rec["all"] == full["all"]
+        assert rec["all"]["cases"] == 6 and rec["all"]["no_l3_cases"] == 1
+    assert (model / "weights.pt").read_bytes() == weights_before
+    assert load_artifact(model).spec.input_mode == "context"
+
+
 def test_real_nifti_converts_to_a_series_whose_l3_the_labels_locate(tmp_path):
     """The real abdomen scan as DICOM, with TotalSegmentator's L3 ∩ body (k = 69..79)."""
     from l3node.localize.series import load_series

@@ -253,7 +253,32 @@ def _cv(args: argparse.Namespace) -> int:
                  "config_from": str(args.config), "decision": decision.__dict__}
         write_report(run, results, cvs, extra)  # after each mode: a long run keeps its part
         log(f"report written to {run / 'report.md'} ({', '.join(r['name'] for r in results)})")
+    if args.record_in:
+        record_cross_validation(args.record_in, run, results, extra)
+        log(f"cross-validation summary recorded in {args.record_in / 'model.json'}")
     return 0
+
+
+def record_cross_validation(model_dir: Path, run: Path, results: list[dict],
+                            extra: dict) -> None:
+    """Put a cv run's summary into a model artifact's ``model.json`` (``training.
+    cross_validation``), so the artifact a node deploys says what error its configuration
+    reached on unseen cases and which input mode won; the weights are not touched."""
+    from l3node.localize.model import load_artifact
+
+    doc_path = model_dir / "model.json"
+    doc = json.loads(doc_path.read_text())
+    doc.setdefault("training", {})["cross_validation"] = {
+        "report": str(run / "report.md"), "model_input_mode": doc.get("input_mode"),
+        **{k: extra[k] for k in ("cases", "folds", "epochs", "eval_precision", "fp16_checks",
+                                 "config_from") if k in extra},
+        "results": [{k: r[k] for k in ("name", "input_mode", "all", "ordinary", "hard")}
+                    for r in results],
+    }
+    tmp = doc_path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    tmp.replace(doc_path)
+    load_artifact(model_dir)  # still a valid artifact (format, weights' sha256)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -359,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(in fp32, as the node runs)")
     cv.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--record-in", type=Path, default=None, metavar="MODEL_DIR",
+                    help="also write the summary into this artifact's model.json "
+                         "(training.cross_validation); its weights are not touched")
     cv.set_defaults(func=_cv)
 
     ev = sub.add_parser("evaluate", help="run a model artifact on labelled held-out series")
