@@ -272,14 +272,20 @@ def _add_node_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
     import signal
     import threading
 
+    from .heap import DEFAULT_MMAP_THRESHOLD, fix_mmap_threshold
     from .logs import configure as configure_logs
+    from .logs import event
     from .node import Node
 
+    fixed = fix_mmap_threshold()  # before the model's and the studies' allocations
     cfg = _load(args.config)
     configure_logs(cfg.logging.level, cfg.logging.format, cfg.logging.hash_uids)
+    event(logging.getLogger("l3node.heap"), "node.heap",
+          mmap_threshold=f"{DEFAULT_MMAP_THRESHOLD >> 20} MiB, fixed" if fixed else "unchanged")
     node = Node(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
