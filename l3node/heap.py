@@ -6,8 +6,10 @@ batches, the network's activations) come from the heap instead of mmap, and once
 stay in the process as fragments between live blocks.  Measured in one process localizing
 and composing the 1 mm whole-body benchmark study three times (ONNX Runtime, batch 4): peak
 RSS 1.40-1.57 GiB, rising from study to study, with the dynamic threshold; 1.05-1.07 GiB
-with it fixed at 8 MiB, for no measurable loss of speed (fixed at the 128 KiB default it
-costs ~1.5 s a study: every decoded slice is then a fresh mmap).
+with it fixed at 8 MiB.  The price is page faults on the blocks above 8 MiB, mmap'd afresh
+each time: ~0.5 s (6 %) more per 1 mm study, interleaved runs 7.3 s vs 7.8 s.  Fixed at the
+128 KiB default it costs ~1.5 s (every decoded slice is then a fresh mmap); raising the trim
+threshold as well gained nothing.
 
 ``mallopt(M_MMAP_THRESHOLD, n)`` fixes the threshold and stops its adjustment; blocks above
 it are mmap'd and go back to the system when freed.  An administrator's own glibc tunables
