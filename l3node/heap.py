@@ -4,12 +4,14 @@ glibc raises its mmap threshold each time a large mmap'd block is freed, up to 3
 the first study, then, the localizer's multi-megabyte arrays (decoded slices, preprocessing
 batches, the network's activations) come from the heap instead of mmap, and once freed they
 stay in the process as fragments between live blocks.  Measured in one process localizing
-and composing the 1 mm whole-body benchmark study three times (ONNX Runtime, batch 4): peak
-RSS 1.40-1.57 GiB, rising from study to study, with the dynamic threshold; 1.05-1.07 GiB
-with it fixed at 8 MiB.  The price is page faults on the blocks above 8 MiB, mmap'd afresh
-each time: ~0.5 s (6 %) more per 1 mm study, interleaved runs 7.3 s vs 7.8 s.  Fixed at the
-128 KiB default it costs ~1.5 s (every decoded slice is then a fresh mmap); raising the trim
-threshold as well gained nothing.
+and composing the 1 mm whole-body benchmark study three times (batch 4): peak RSS
+1.40-1.57 GiB, rising from study to study, with the dynamic threshold; with it fixed at
+16 MiB, 1.07-1.11 GiB (ONNX Runtime) and 1.03-1.08 GiB (PyTorch), no creep.  The price is
+page faults on the blocks above the threshold, mapped afresh each time: at 16 MiB ~0.3 s per
+1 mm study (7.3 vs 7.0 s with ONNX Runtime, 9.8 vs 9.5 s with PyTorch).  At 8 MiB the
+memory is the same but PyTorch's 12.8 MB activations (batch 4) are mapped on every pass:
++1.8 s with PyTorch, +0.5 s with ONNX Runtime; at glibc's 128 KiB default every decoded
+slice is a fresh mapping (+1.5 s).
 
 ``mallopt(M_MMAP_THRESHOLD, n)`` fixes the threshold and stops its adjustment; blocks above
 it are mmap'd and go back to the system when freed.  An administrator's own glibc tunables
@@ -23,7 +25,7 @@ import os
 import platform
 
 M_MMAP_THRESHOLD = -3  # <malloc.h>
-DEFAULT_MMAP_THRESHOLD = 8 << 20
+DEFAULT_MMAP_THRESHOLD = 16 << 20
 _ADMIN_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                    "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES")
 
