@@ -8,10 +8,12 @@ and composing the 1 mm whole-body benchmark study three times (batch 4): peak RS
 1.40-1.57 GiB, rising from study to study, with the dynamic threshold; with it fixed at
 16 MiB, 1.07-1.11 GiB (ONNX Runtime) and 1.03-1.08 GiB (PyTorch), no creep.  The price is
 page faults on the blocks above the threshold, mapped afresh each time: at 16 MiB ~0.3 s per
-1 mm study (7.3 vs 7.0 s with ONNX Runtime, 9.8 vs 9.5 s with PyTorch).  At 8 MiB the
-memory is the same but PyTorch's 12.8 MB activations (batch 4) are mapped on every pass:
-+1.8 s with PyTorch, +0.5 s with ONNX Runtime; at glibc's 128 KiB default every decoded
-slice is a fresh mapping (+1.5 s).
+1 mm study on the main thread (7.3-7.6 vs 6.8-7.3 s with ONNX Runtime, 9.5-10.1 vs 9.2-9.8 s
+with PyTorch).  The node processes on a scheduler thread, whose arena also returns freed top
+memory at once: there PyTorch took 11.4-11.8 s against 10.1 s (benchmarks/RESULTS.md).
+At 8 MiB the memory is the same but PyTorch's 12.8 MB activations (batch 4) are mapped on
+every pass: +1.8 s with PyTorch, +0.5 s with ONNX Runtime; at glibc's 128 KiB default every
+decoded slice is a fresh mapping (+1.5 s).
 
 ``mallopt(M_MMAP_THRESHOLD, n)`` fixes the threshold and stops its adjustment; blocks above
 it are mmap'd and go back to the system when freed.  An administrator's own glibc tunables

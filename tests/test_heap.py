@@ -54,4 +54,3 @@ def test_an_administrators_malloc_setting_wins(monkeypatch):
     assert fix_mmap_threshold() is True  # not a threshold setting: ours still applies
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert fix_mmap_threshold() is False
-
