@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sqlite3
 import subprocess
 import urllib.error
@@ -37,6 +38,15 @@ STORESCP = "/usr/bin/storescp"
 CHROMIUM = "/usr/bin/chromium"
 GREEN = (0x1A, 0x7F, 0x37)  # .state.done / .state.exported in status.html
 RED = (0xC6, 0x28, 0x28)  # .state.failed / failed deliveries
+
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def _get(url: str, headers: dict | None = None) -> tuple[int, bytes, str]:
@@ -156,6 +166,8 @@ def test_status_page_metrics_and_health_follow_a_study(tmp_path, abdomen_study):
         pacs_dir.mkdir()
         pacs = subprocess.Popen([STORESCP, "-od", str(pacs_dir), "-aet", "STORESCP",
                                  str(pacs_port)])
+        # retry only once it listens: with max_attempts = 1 a refused attempt is final
+        wait_for(lambda: _accepts(pacs_port), 30, "storescp listening")
         assert retry_exports(sqlite3.connect(node.cfg.paths.state_db, isolation_level=None),
                              uid) == 1
         wait_for(lambda: exports()["pacs"]["state"] == "sent", 60, "pacs sent after retry")
