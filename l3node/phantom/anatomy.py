@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 
 # Body heights (mm) before scaling by stature, and disc heights below each body.
 _THORACIC_H = [17, 17, 17, 17.5, 18, 18.5, 19, 20, 21, 22, 23, 24]

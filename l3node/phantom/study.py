@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..localize.decision import middle_index
 from .anatomy import GENERATOR_VERSION, Patient, draw_patient
 from .dicom import SeriesInfo, write_slice
-from .render import Acquisition, Grid, render_slice
+from .render import Acquisition, Grid, Style, render_slice
 from .scene import Scene, build_scene
 
 PRESETS = ("whole-body", "chest-abdomen-pelvis", "abdomen-pelvis", "chest", "head-neck")
@@ -74,6 +73,7 @@ class Plan:
     series: SeriesInfo
     scene_seed: int
     hu: dict[str, float]
+    style: Style
 
 
 def plan_study(req: StudyRequest) -> Plan:
@@ -114,7 +114,15 @@ def plan_study(req: StudyRequest) -> Plan:
     # Field of view fitted to the widest trunk in range (arms may fall outside, as in life).
     scene = build_scene(p, np.random.default_rng(scene_rng_seed))
     width = _body_width(scene, z_positions)
-    spacing = float(np.clip(u(1.02, 1.2) * width / req.matrix, 0.6, 1.0))
+    # Appearance comes from its own stream, so the anatomy of a seed stays what it was.
+    srng = np.random.default_rng([*req.study_seed, 99])
+    style = Style.draw(srng)
+    u(1.02, 1.2)  # the former field-of-view draw, kept so later draws are unchanged
+    # Field of view from tight (the body cut by the frame) to wide.
+    fov = float(srng.choice([srng.uniform(0.82, 1.0), srng.uniform(1.0, 1.25),
+                             srng.uniform(1.25, 1.6)], p=[0.3, 0.45, 0.25]))
+    scale = 512 / req.matrix  # spacing limits are those of a 512² reconstruction
+    spacing = float(np.clip(fov * width / req.matrix, 0.45 * scale, 1.0 * scale))
     spacing = round(spacing, 4)
     ref = scene_ref_y(scene, p)
     x0 = -0.5 * (req.matrix - 1) * spacing + u(-8, 8)
@@ -123,9 +131,9 @@ def plan_study(req: StudyRequest) -> Plan:
     signed = bool(rng.random() < 0.5)
     acq = Acquisition(
         thickness=thickness,
-        noise_sd=float(np.exp(u(np.log(5), np.log(40)))),
-        noise_corr_px=float(u(0.7, 1.4)),
-        blur_px=float(u(0.4, 0.9)),
+        noise_sd=float(np.exp(u(np.log(4), np.log(60)))),
+        noise_corr_px=float(u(0.6, 2.2)),
+        blur_px=float(u(0.3, 1.6)),
         fov_circle=bool(rng.random() < 0.6),
         padding_hu=-3024.0 if signed and rng.random() < 0.5 else -1024.0,
         reference_width=330.0,
@@ -144,6 +152,7 @@ def plan_study(req: StudyRequest) -> Plan:
         series,
         scene_rng_seed,
         scene.hu,
+        style,
     )
 
 
@@ -178,7 +187,7 @@ def _render_chunk(args: tuple[Path, list[int]]) -> list[tuple[int, str, int]]:
         z = plan.z_positions[i]
         rng = np.random.default_rng([*plan.request.study_seed, 7, i])
         width = _width_at(scene, z)
-        hu = render_slice(scene, z, plan.grid, plan.acq, width, rng)
+        hu = render_slice(scene, z, plan.grid, plan.acq, width, rng, plan.style)
         sop, inst = write_slice(out_dir, plan, i, hu)
         done.append((i, sop, inst))
     return done
@@ -215,6 +224,15 @@ def generate_study(out_dir: Path, req: StudyRequest, workers: int | None = None)
     truth = make_truth(plan, [r[1] for r in results], [r[2] for r in results])
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
+
+
+def middle_index(first: int, last: int) -> int:
+    """The truth's middle L3 slice of the body's slices ``first..last`` (sorted superior to
+    inferior): ``floor((first + last) / 2)``, the upper of two on a tie.
+
+    Defined here, by the phantom, and not imported from the localizer, so the truth can
+    disagree with the code under test (a test compares the two definitions)."""
+    return (first + last) // 2
 
 
 def slice_range(zs: np.ndarray, z_lo: float, z_hi: float) -> tuple[int, int] | None:
@@ -312,6 +330,7 @@ def make_truth(plan: Plan, sops: list[str], instance_numbers: list[int]) -> dict
         "landmarks_mm": dict(p.landmarks),
         "vertebrae": verts,
         "acquisition": asdict(plan.acq),
+        "style": asdict(plan.style),
         "grid": asdict(plan.grid),
         "pixel_signed": plan.signed,
         "patient": {k: v for k, v in p.to_json().items() if k not in ("vertebrae", "landmarks")},
