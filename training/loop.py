@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from torch import nn
 from l3node.localize.decision import DecisionParams, decide
 from l3node.localize.model import L3Net
 
+from .augment import AugmentParams, augment_realism
 from .data import Cache
 from .report import case_errors, slice_metrics
 
@@ -52,6 +54,7 @@ class TrainConfig:
     context_offset_mm: float = 20.0
     optimizer: str = "adam"  # adam | sgdm
     neg_per_case: int | None = 24
+    augment: float = 0.0  # chance each training image gets the realism augmentation
     precision: str = "bf16"  # bf16 autocast on CPU, fp32 otherwise
     seed: int = 0
     device: str = "cpu"
@@ -64,6 +67,8 @@ class TrainConfig:
             raise ValueError(f'"class_weight" must be in [0, 1], got {self.class_weight}')
         if not 0.0 <= self.oversample <= 1.0:
             raise ValueError(f'"oversample" must be in [0, 1], got {self.oversample}')
+        if not 0.0 <= self.augment <= 1.0:
+            raise ValueError(f'"augment" must be in [0, 1], got {self.augment}')
         if self.input_mode not in ("paper", "context"):
             raise ValueError(f'"input_mode" must be paper or context, got {self.input_mode!r}')
 
@@ -180,11 +185,15 @@ def _autocast(cfg: TrainConfig):
 def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
           val_cases: list[int] | None = None, decision: DecisionParams | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
-          init: L3Net | None = None, keep_best: bool = False) -> tuple[L3Net, History]:
+          init: L3Net | None = None, keep_best: bool = False,
+          checkpoint: Path | None = None) -> tuple[L3Net, History]:
     """Train a fresh (or ``init``) network; ``on_epoch`` may raise to prune a trial.
 
     ``keep_best`` (with validation cases) returns the weights of the epoch with the best
     validation F1 rather than the last: validation swings from epoch to epoch on small sets.
+    ``checkpoint``: after every epoch the network, optimiser, schedule, random state, history
+    and best weights are written there, and a later call with the same file resumes after the
+    last finished epoch (a CPU run of hours survives a stopped session).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -200,7 +209,22 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
                                                        eta_min=cfg.lr * 0.01)
     hist = History()
     best: tuple[float, dict] | None = None
+    start = 1
+    if checkpoint is not None and Path(checkpoint).is_file():
+        ck = torch.load(checkpoint, map_location=cfg.device, weights_only=False)
+        if ck["config"] != asdict(cfg):
+            raise ValueError(f"{checkpoint} was written with another configuration")
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        rng.bit_generator.state = ck["rng"]
+        hist.epochs = ck["history"]
+        best = ck["best"]
+        start = ck["epoch"] + 1
+    aug = AugmentParams(p=cfg.augment)
     for epoch, plan in enumerate(plans, start=1):
+        if epoch < start:
+            continue
         net.train()
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -208,9 +232,11 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
         for k in range(0, len(plan.indices), cfg.batch_size):
             idx = plan.indices[k : k + cfg.batch_size]
             x = batch_tensor(cache, idx, cfg)
-            aug = plan.augment[k : k + cfg.batch_size]
-            if aug.any():
-                x[torch.from_numpy(aug)] = augment_batch(x[torch.from_numpy(aug)], rng)
+            over = plan.augment[k : k + cfg.batch_size]
+            if over.any():
+                x[torch.from_numpy(over)] = augment_batch(x[torch.from_numpy(over)], rng)
+            if cfg.augment > 0:
+                x = augment_realism(x, rng, aug)
             x = x.to(cfg.device).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(plan.labels[k : k + cfg.batch_size]).float().to(cfg.device)
             with _autocast(cfg):
@@ -237,6 +263,12 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
             rec["kept"] = True
         if on_epoch:
             on_epoch(epoch, rec)
+        if checkpoint is not None:
+            part = Path(checkpoint).with_suffix(".part")
+            torch.save({"config": asdict(cfg), "net": net.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                        "history": hist.epochs, "best": best, "epoch": epoch}, part)
+            part.replace(checkpoint)
     if best is not None:
         net.load_state_dict(best[1])
     net.eval()
