@@ -61,17 +61,58 @@ def test_nothing_is_not_found_with_a_reason():
     spike = _block(100, 50, 50)  # one 5 mm slice: implausibly short
     d2 = decide(_z(100, 5.0), spike, DecisionParams(min_height_mm=20, typical_height_mm=27,
                                                     max_height_mm=36, smoothing_sigma_mm=0.5))
-    assert d2.status == "not_found" and "none within the plausible" in d2.reason
+    assert d2.status == "not_found" and "L3-sized window" in d2.reason
 
 
-def test_too_tall_run_is_trimmed_to_its_most_probable_window():
+def test_too_tall_run_gives_its_most_probable_l3_sized_window():
     n, dz = 300, 1.0
     p = _block(n, 100, 169, hi=0.6)  # 70 mm: L2-L3-L4 merged
     p[140:167] = 0.97  # the true L3
     d = decide(_z(n, dz), p, P)
     assert d.status == "found"
     assert abs(d.index - middle_index(140, 166)) <= 2
-    assert any(r.trimmed for r in d.runs)
+
+
+def _soft_peak(z: np.ndarray, centre: float, height: float, width_mm: float) -> np.ndarray:
+    return 0.02 + height * np.exp(-0.5 * ((z - centre) / width_mm) ** 2)
+
+
+def test_thick_slices_with_a_soft_peak_are_found():
+    """5 mm slices, a soft profile above 0.5 over only ~10 mm (the real 5 mm case that failed
+    on run height alone): the best L3-sized window finds it, at its centre."""
+    z = _z(80, 5.0)
+    centre = z[37]
+    p = _soft_peak(z, centre, 0.62, 9.0)
+    assert (p >= 0.5).sum() <= 3  # a run of <= 15 mm: the old rule said "not found"
+    d = decide(z, p, P)
+    assert d.status == "found"
+    assert abs(d.index - 37) <= 1
+
+
+def test_soft_profile_is_found_at_any_slice_thickness():
+    for dz in (1.0, 2.5, 5.0):
+        z = _z(int(300 / dz), dz)
+        k = int(150 / dz)
+        d = decide(z, _soft_peak(z, z[k], 0.7, 10.0), P)
+        assert d.status == "found", dz
+        assert abs(z[d.index] - z[k]) <= max(dz, 2.0), dz
+
+
+def test_two_candidates_the_stronger_window_wins_with_less_confidence():
+    z = _z(120, 2.5)
+    one = decide(z, _soft_peak(z, z[80], 0.9, 10.0), P)
+    two = decide(z, _soft_peak(z, z[30], 0.65, 10.0) + _soft_peak(z, z[80], 0.9, 10.0), P)
+    assert two.status == "found" and abs(two.index - 80) <= 1
+    assert len([r for r in two.runs if r.plausible]) == 2
+    assert two.confidence < one.confidence
+
+
+def test_a_low_flat_profile_is_not_found_even_if_one_slice_is_high():
+    z = _z(100, 2.0)
+    p = np.full(100, 0.1)
+    p[50] = 0.99  # a lone slice: too little for an L3-sized window
+    d = decide(z, p, DecisionParams(smoothing_sigma_mm=0.5))
+    assert d.status == "not_found"
 
 
 def test_run_cut_by_the_end_of_the_scan_is_accepted_and_flagged():
@@ -95,3 +136,12 @@ def test_bad_inputs_are_rejected():
         decide(_z(10, 1.0), np.zeros(9), P)
     with pytest.raises(ValueError, match="threshold"):
         DecisionParams(threshold=1.5)
+
+
+def test_the_localizers_middle_slice_is_the_phantom_truths():
+    """Two definitions, one in the truth and one in the code under test, must agree."""
+    from l3node.phantom.study import middle_index as truth_middle
+
+    for first in range(0, 12):
+        for last in range(first, first + 15):
+            assert middle_index(first, last) == truth_middle(first, last)

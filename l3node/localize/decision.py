@@ -1,16 +1,16 @@
 """From per-slice L3 probabilities to one L3 slice (or a reasoned "not found").
 
-The profile along z is smoothed (Gaussian, sigma in mm), cut at a threshold into contiguous
-runs, and each run is judged by its height: an L3 body is 20-35 mm tall, and the plausible
-range is learnt from the training data and stored in the model artifact.  A run that is too
-tall (L3 merged with a neighbour) is trimmed to the most probable window of typical height; a
-run that touches the first or last slice may be short (the scan ends inside L3).  Among the
-plausible runs the one with the largest probability mass wins.
+The profile along z is smoothed (Gaussian, sigma in mm) and scanned with a window of the
+typical L3 body height learnt from the training data (in mm, from the artifact): the best
+L3-sized window wins, rather than a contiguous run above 0.5.  Thick slices and soft profiles
+(a 5 mm series whose peak stays above 0.5 for only two slices) are then judged by the same
+measure as 1 mm series; a single-slice spike is too little mass for a whole window.  A window
+may hang over the scan's first or last slice (the scan ends inside L3).
 
-**The reported slice is the run's middle slice**, ``(first + last) // 2`` in sorted order
-(superior to inferior; the upper of two on a tie) — the same definition as the phantom
-truth's middle slice.  Confidence is the run's mean probability times its share of the mass
-of all runs, so a clean single run scores near 1 and two rival runs halve it.
+**The reported slice is the window's middle slice**, ``(first + last) // 2`` in sorted order
+(superior to inferior; the upper of two on a tie), the window clipped to the scan.
+Confidence is the window's mean probability times its share of the mass of all accepted
+candidate windows, so a clean single peak scores near its mean and two rivals halve it.
 """
 
 from __future__ import annotations
@@ -39,10 +39,20 @@ class DecisionParams:
     coarse_step_mm: float = 15.0  # an L3 body (20-35 mm) always holds a coarse slice
     refine_threshold: float = 0.15
     refine_margin_mm: float = 15.0
+    # A typical-height window counts as L3 when its mean smoothed probability reaches this
+    # (and its peak reaches ``threshold``).
+    window_threshold: float = 0.35
+    # The anatomical second opinion (l3node.localize.opinion): off | flag | snap; with the
+    # fallback, a "not found" is answered by counting from the sacrum.
+    anatomy: str = "flag"
+    anatomy_fallback: bool = False
+    anatomy_window_mm: float = 160.0  # the counter looks this far above and below the answer
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f'"threshold" must be in (0, 1), got {self.threshold}')
+        if self.anatomy not in ("off", "flag", "snap"):
+            raise ValueError(f'"anatomy" must be off, flag or snap, got {self.anatomy!r}')
         if not 0 < self.min_height_mm <= self.typical_height_mm <= self.max_height_mm:
             raise ValueError(
                 "heights must satisfy 0 < min <= typical <= max, got "
@@ -94,7 +104,17 @@ def _spacing(z: np.ndarray) -> float:
 
 
 def decide(z_mm: np.ndarray, probs: np.ndarray, params: DecisionParams) -> Decision:
-    """Pick the L3 run from a probability profile over slices sorted superior to inferior."""
+    """Pick the L3 body from a probability profile over slices sorted superior to inferior.
+
+    The smoothed profile is scanned with a window of the typical L3 height (in mm, so 1 mm and
+    5 mm series are judged alike); at the scan's ends the window may hang over the edge as
+    long as ``edge_fraction`` of the minimum height lies inside.  Candidates are the windows
+    that are local maxima of the windowed mean, at least a typical height apart.  A candidate
+    counts when its mean reaches ``window_threshold`` and its peak ``threshold``: a soft,
+    low peak over a 5 mm series (a contiguous run above 0.5 of only 10 mm) is still found,
+    while a single-slice spike or a flat low profile is not.  The best candidate (largest
+    mean) wins; the reported slice is the middle of its window clipped to the scan.
+    """
     z = np.asarray(z_mm, dtype=float)
     p = np.asarray(probs, dtype=float)
     if z.shape != p.shape or z.ndim != 1 or len(z) == 0:
@@ -102,52 +122,57 @@ def decide(z_mm: np.ndarray, probs: np.ndarray, params: DecisionParams) -> Decis
                          f"{z.shape} and {p.shape}")
     if np.isnan(p).any():
         raise ValueError("probabilities contain NaN")
-    n = len(p)
     dz = _spacing(z)
     sigma = params.smoothing_sigma_mm / dz
     s = gaussian_filter1d(p, sigma, mode="nearest") if sigma >= 0.3 else p.copy()
-    above = s >= params.threshold
-    runs: list[Run] = []
-    i = 0
-    while i < n:
-        if not above[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < n and above[j + 1]:
-            j += 1
-        runs.append(_judge(i, j, s, dz, n, params))
-        i = j + 1
-    if not runs:
+    if s.max() < params.threshold:
         return Decision("not_found", reason=f"no slice reaches probability {params.threshold:g} "
                         f"(highest {s.max():.2f})", smoothed=s)
-    good = [r for r in runs if r.plausible]
+    cands = _windows(s, dz, params)
+    good = [r for r in cands if r.plausible]
     if not good:
-        heights = ", ".join(f"{r.height_mm:.0f}" for r in runs)
-        return Decision("not_found", runs=runs, smoothed=s, reason=(
-            f"{len(runs)} candidate run(s) of height {heights} mm, none within the plausible "
-            f"L3 height {params.min_height_mm:g}-{params.max_height_mm:g} mm"))
-    best = max(good, key=lambda r: r.mass)
-    total = sum(r.mass for r in runs)
+        best_mean = max((r.mean_p for r in cands), default=0.0)
+        return Decision("not_found", runs=cands, smoothed=s, reason=(
+            f"no L3-sized window ({params.typical_height_mm:g} mm) has a mean probability of "
+            f"{params.window_threshold:g} with a peak of {params.threshold:g} (best mean "
+            f"{best_mean:.2f})"))
+    best = max(good, key=lambda r: r.mean_p)
+    total = sum(r.mass for r in good)
     conf = best.mean_p * (best.mass / total if total > 0 else 0.0)
     return Decision("found", index=middle_index(best.first, best.last), first=best.first,
-                    last=best.last, confidence=round(float(conf), 4), runs=runs, smoothed=s,
-                    reason="run at the scan's edge" if best.at_edge else "")
+                    last=best.last, confidence=round(float(conf), 4), runs=cands, smoothed=s,
+                    reason="window at the scan's edge" if best.at_edge else "")
 
 
-def _judge(i: int, j: int, s: np.ndarray, dz: float, n: int, params: DecisionParams) -> Run:
-    at_edge = i == 0 or j == n - 1
-    trimmed = False
-    height = (j - i + 1) * dz
-    if height > params.max_height_mm + dz:
-        w = max(1, round(params.typical_height_mm / dz))
-        sums = np.convolve(s[i : j + 1], np.ones(w), mode="valid")
-        start = i + int(np.argmax(sums))
-        i, j, trimmed = start, start + w - 1, True
-        height = w * dz
-    seg = s[i : j + 1]
-    ok = params.min_height_mm - dz <= height <= params.max_height_mm + dz
-    if at_edge and not ok:
-        ok = params.edge_fraction * params.min_height_mm <= height <= params.max_height_mm + dz
-    return Run(first=i, last=j, height_mm=height, mass=float(seg.sum() * dz),
-               mean_p=float(seg.mean()), at_edge=at_edge, trimmed=trimmed, plausible=ok)
+def _windows(s: np.ndarray, dz: float, params: DecisionParams) -> list[Run]:
+    """Candidate L3 windows: local maxima of the windowed mean, a typical height apart."""
+    n = len(s)
+    w = max(1, round(params.typical_height_mm / dz))
+    need = max(1, round(params.edge_fraction * params.min_height_mm / dz))
+    padded = np.concatenate([np.full(w - 1, np.nan), s, np.full(w - 1, np.nan)])
+    starts = np.arange(-(w - 1), n)  # window k covers starts[k] .. starts[k] + w - 1
+    valid = ~np.isnan(padded)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(valid, padded, 0.0))])
+    ccnt = np.concatenate([[0], np.cumsum(valid)])
+    total = csum[w:] - csum[:-w]
+    count = ccnt[w:] - ccnt[:-w]
+    ok = count >= min(need, n)
+    mean = np.where(ok, total / np.maximum(count, 1), -1.0)
+    order = np.argsort(-mean, kind="stable")
+    taken: list[int] = []
+    runs: list[Run] = []
+    for k in order:
+        if mean[k] < 0 or len(runs) >= 5:
+            break
+        if any(abs(int(k) - t) < w for t in taken):
+            continue
+        taken.append(int(k))
+        first = max(0, int(starts[k]))
+        last = min(n - 1, int(starts[k]) + w - 1)
+        seg = s[first : last + 1]
+        at_edge = int(starts[k]) < 0 or int(starts[k]) + w - 1 > n - 1
+        runs.append(Run(first=first, last=last, height_mm=(last - first + 1) * dz,
+                        mass=float(seg.sum() * dz), mean_p=float(seg.mean()), at_edge=at_edge,
+                        trimmed=False, plausible=bool(seg.mean() >= params.window_threshold
+                                                      and seg.max() >= params.threshold)))
+    return runs

@@ -1,7 +1,7 @@
 """The paper's preprocessing, shared by training and serving.
 
-HU window → [0, 1] → histogram stretch → anti-aliased resize → [0, 1].  The stretch is MATLAB's
-``imadjust(I, stretchlim(I))`` with its defaults, as the paper used: a 256-bin histogram of the
+HU window → [0, 1] → histogram stretch → (pad to square) → anti-aliased resize → [0, 1].
+The stretch is MATLAB's ``imadjust(I, stretchlim(I))`` with its defaults, as the paper used: a 256-bin histogram of the
 windowed image, saturating 1 % at the dark end and 1 % at the bright end.  Every parameter
 comes from the model artifact (:class:`Preprocessing`), none from constants here.
 """
@@ -26,6 +26,9 @@ class Preprocessing:
     size: int = 224
     anti_aliasing: bool = True
     order: int = 1  # bilinear
+    # Pad a non-square image (a resampled research volume, a cropped reconstruction) to a
+    # square with air before resizing, so anatomy keeps its proportions; no-op on 512².
+    pad_square: bool = True
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -65,6 +68,16 @@ def stretch_limits(img01: np.ndarray, p: Preprocessing) -> tuple[np.ndarray, np.
     return low.astype(np.float32), high.astype(np.float32)
 
 
+def pad_to_square(img: np.ndarray) -> np.ndarray:
+    """Pad N × H × W to N × S × S, S = max(H, W), centred, with 0 (air after the window)."""
+    h, w = img.shape[-2:]
+    if h == w:
+        return img
+    s = max(h, w)
+    top, left = (s - h) // 2, (s - w) // 2
+    return np.pad(img, ((0, 0), (top, s - h - top), (left, s - w - left)))
+
+
 def preprocess(hu: np.ndarray, p: Preprocessing) -> np.ndarray:
     """HU slices (N × H × W) → network-ready single channels (N × size × size, [0, 1])."""
     if hu.ndim == 2:
@@ -74,6 +87,7 @@ def preprocess(hu: np.ndarray, p: Preprocessing) -> np.ndarray:
     img -= low[:, None, None]
     img /= (high - low)[:, None, None]
     np.clip(img, 0.0, 1.0, out=img)
+    img = pad_to_square(img) if p.pad_square else img
     out = resize(img, (img.shape[0], p.size, p.size), order=p.order,
                  anti_aliasing=p.anti_aliasing, preserve_range=True)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
