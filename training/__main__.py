@@ -34,7 +34,7 @@ def _make_phantom_set(args: argparse.Namespace) -> int:
             args.out / f"case-{k:04d}",
             StudyRequest(seed=args.seed, index=k, preset=preset, slice_mm=mm,
                          transitional_rate=args.transitional_rate,
-                         truncated_rate=args.truncated_rate),
+                         truncated_rate=args.truncated_rate, matrix=args.matrix),
             workers=args.workers,
         )
         print(f"case {k + 1}/{args.count}: {preset} {mm:g} mm, "
@@ -71,18 +71,32 @@ def _train(args: argparse.Namespace) -> int:
     n_val = round(n * args.val_fraction)
     val, tr = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
     dec = _decision(cases, cache)
+    if args.input_mode == "context":
+        # A coarse slice's ±Δ context neighbours are coarse slices too: each is preprocessed
+        # once (docs/localizer.md, "Coarse to fine"); the margin follows the step.
+        from dataclasses import replace
+
+        off = TrainConfig.context_offset_mm
+        dec = replace(dec, coarse_step_mm=off, refine_margin_mm=off)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                       input_mode=args.input_mode, seed=args.seed, l2=args.l2,
                       class_weight=args.class_weight, oversample=args.oversample,
-                      optimizer=args.optimizer, neg_per_case=args.neg_per_case)
+                      optimizer=args.optimizer, neg_per_case=args.neg_per_case,
+                      augment=args.augment)
+    init = None
+    if args.init is not None:
+        from l3node.localize.model import load_artifact
+
+        init = load_artifact(args.init).net
 
     def show(epoch: int, rec: dict) -> None:
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                           for k, v in rec.items()}), flush=True)
 
     net, hist = train(cache, tr, cfg, val_cases=val, decision=dec, on_epoch=show,
-                      keep_best=bool(val))
+                      keep_best=bool(val), init=init, checkpoint=args.checkpoint)
     summary = {"config": config_dict(cfg), "history": hist.epochs,
+               "init": str(args.init) if args.init else None,
                "train_cases": len(tr), "val_cases": len(val)}
     if val:
         ev = evaluate(net, cache, val, cfg, dec)
@@ -288,6 +302,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from l3node.localize.series import load_series
 
     from .report import case_errors, error_metrics, hard_case_metrics
+    from .threeways import three_ways
 
     cases = _load_cases(args)
     model = load_artifact(args.model, device=pick_device(args.device))
@@ -301,6 +316,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                "index": res.index, "hard": c.hard, "evaluated": res.evaluated,
                "slices": len(s), "seconds": round(res.timings.total_s, 2)}
         rec.update(case_errors(s.z_mm, res.index, c.l3_first, c.l3_last))
+        if args.three_ways:
+            ways = three_ways(s, res)
+            rec["ways"] = ways
+            for name in ("model", "anatomy", "combined"):
+                rec[f"{name}_errors"] = case_errors(s.z_mm, ways[name], c.l3_first, c.l3_last)
         records.append(rec)
         print(json.dumps(rec), flush=True)
     ordinary = [r for r in records if not (r["hard"].get("transitional")
@@ -308,10 +328,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = {"model": str(args.model), "all": error_metrics(records),
            "ordinary": error_metrics(ordinary), "hard": hard_case_metrics(records),
            "cases": records}
+    if args.three_ways:
+        def way(name: str, recs: list[dict]) -> dict:
+            return error_metrics([{"status": "found" if r["ways"][name] is not None
+                                   else "not_found", **r[f"{name}_errors"]} for r in recs])
+
+        trans = [r for r in records if r["hard"].get("transitional")]
+        out["three_ways"] = {name: {"all": way(name, records), "transitional": way(name, trans)}
+                             for name in ("model", "anatomy", "combined")}
     text = json.dumps(out, indent=1)
     if args.out:
         args.out.write_text(text)
-    print(json.dumps({k: out[k] for k in ("all", "ordinary", "hard")}, indent=1))
+    print(json.dumps({k: out[k] for k in ("all", "ordinary", "hard", "three_ways") if k in out},
+                     indent=1))
     return 0
 
 
@@ -325,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--workers", type=int, default=None)
     mk.add_argument("--transitional-rate", type=float, default=0.10)
     mk.add_argument("--truncated-rate", type=float, default=0.05)
+    mk.add_argument("--matrix", type=int, default=512,
+                    help="pixels per side; 256 renders ~4x faster and the network sees 224")
     mk.set_defaults(func=_make_phantom_set)
     tr = sub.add_parser("train", help="train one configuration and write a model artifact")
     tr.add_argument("--data", type=Path, required=True, help="folder of phantom studies")
@@ -343,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--version", default="dev")
     tr.add_argument("--half", action="store_true", help="store fp16 weights")
+    tr.add_argument("--augment", type=float, default=0.0,
+                    help="chance each image gets the realism augmentation (training/augment.py)")
+    tr.add_argument("--init", type=Path, default=None,
+                    help="start from this model artifact's weights (fine-tuning)")
+    tr.add_argument("--checkpoint", type=Path, default=None,
+                    help="write a resumable checkpoint here after every epoch; resume from it")
     tr.set_defaults(func=_train)
     se = sub.add_parser("search", help="Bayesian search, cross-validation, report, artifact")
     se.add_argument("--data", type=Path, help="folder of phantom studies (truth.json)")
@@ -398,7 +435,22 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     ev.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     ev.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto")
+    ev.add_argument("--three-ways", action="store_true",
+                    help="also score the model alone, the vertebra count alone and combined")
     ev.set_defaults(func=_evaluate)
+    er = sub.add_parser("evaluate-real", help="the production path on every real CT case in "
+                        "shared/data: status, slice vs L3 body, error, highest p, AUC, QC PNG")
+    er.add_argument("--data", type=Path,
+                    default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    er.add_argument("--model", type=Path,
+                    default=Path(__file__).resolve().parents[1] / "models" / "default")
+    er.add_argument("--work", type=Path, default=Path("real-eval"),
+                    help="converted series, QC pictures and real-eval.json go here")
+    er.add_argument("--out", type=Path, default=None, help="write the JSON results here")
+    er.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    er.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    er.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto")
+    er.set_defaults(func=lambda a: __import__("training.realeval", fromlist=["run"]).run(a))
     nd = sub.add_parser("nifti-to-dicom", help="write a NIfTI CT volume (HU) as a DICOM series")
     nd.add_argument("nifti", type=Path)
     nd.add_argument("out", type=Path)
