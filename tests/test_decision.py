@@ -116,6 +116,7 @@ def test_a_low_flat_profile_is_not_found_even_if_one_slice_is_high():
 
 
 def test_run_cut_by_the_end_of_the_scan_is_accepted_and_flagged():
+    """12.5 mm of L3 at the scan's end: found, its middle is that of the part present."""
     n, dz = 60, 2.5
     d = decide(_z(n, dz), _block(n, 55, 59), P)  # 12.5 mm at the inferior end
     assert d.status == "found" and d.last == 59
@@ -145,3 +146,13 @@ def test_the_localizers_middle_slice_is_the_phantom_truths():
     for first in range(0, 12):
         for last in range(first, first + 15):
             assert middle_index(first, last) == truth_middle(first, last)
+
+
+def test_a_few_probable_slices_at_the_scans_end_are_not_an_l3():
+    """A chest scan ending at T12/L1 whose last three slices look like L3: slices beyond the
+    scan count as 0 in the window, so three slices cannot make an L3-sized window."""
+    z = _z(112, 1.5)
+    p = np.full(112, 0.02)
+    p[-3:] = 0.95
+    d = decide(z, p, P)
+    assert d.status == "not_found", (d.index, [(r.first, r.last, r.mean_p) for r in d.runs])

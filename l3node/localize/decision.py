@@ -7,8 +7,9 @@ L3-sized window wins, rather than a contiguous run above 0.5.  Thick slices and 
 measure as 1 mm series; a single-slice spike is too little mass for a whole window.  A window
 may hang over the scan's first or last slice (the scan ends inside L3).
 
-**The reported slice is the window's middle slice**, ``(first + last) // 2`` in sorted order
-(superior to inferior; the upper of two on a tie), the window clipped to the scan.
+**The reported slice is the middle of the body within the window**: around the window's
+peak, the slices above half the peak; ``(first + last) // 2`` in sorted order (superior to
+inferior; the upper of two on a tie).
 Confidence is the window's mean probability times its share of the mass of all accepted
 candidate windows, so a clean single peak scores near its mean and two rivals halve it.
 """
@@ -109,7 +110,8 @@ def decide(z_mm: np.ndarray, probs: np.ndarray, params: DecisionParams) -> Decis
     The smoothed profile is scanned with a window of the typical L3 height (in mm, so 1 mm and
     5 mm series are judged alike); at the scan's ends the window may hang over the edge as
     long as ``edge_fraction`` of the minimum height lies inside.  Candidates are the windows
-    that are local maxima of the windowed mean, at least a typical height apart.  A candidate
+    that are local maxima of the windowed mean (slices beyond the scan count as 0), at least
+    a typical height apart.  A candidate
     counts when its mean reaches ``window_threshold`` and its peak ``threshold``: a soft,
     low peak over a 5 mm series (a contiguous run above 0.5 of only 10 mm) is still found,
     while a single-slice spike or a flat low profile is not.  The best candidate (largest
@@ -149,15 +151,18 @@ def _windows(s: np.ndarray, dz: float, params: DecisionParams) -> list[Run]:
     n = len(s)
     w = max(1, round(params.typical_height_mm / dz))
     need = max(1, round(params.edge_fraction * params.min_height_mm / dz))
-    padded = np.concatenate([np.full(w - 1, np.nan), s, np.full(w - 1, np.nan)])
+    # Beyond the scan the profile counts as 0: a window hanging over the edge must earn its
+    # mean from the slices it has (a scan ending inside L3 keeps most of the body's mass; a
+    # few probable slices at the end of a chest scan do not make an L3).
+    inside = np.concatenate([np.zeros(w - 1), np.ones(n), np.zeros(w - 1)])
+    padded = np.concatenate([np.zeros(w - 1), s, np.zeros(w - 1)])
     starts = np.arange(-(w - 1), n)  # window k covers starts[k] .. starts[k] + w - 1
-    valid = ~np.isnan(padded)
-    csum = np.concatenate([[0.0], np.cumsum(np.where(valid, padded, 0.0))])
-    ccnt = np.concatenate([[0], np.cumsum(valid)])
+    csum = np.concatenate([[0.0], np.cumsum(padded)])
+    ccnt = np.concatenate([[0.0], np.cumsum(inside)])
     total = csum[w:] - csum[:-w]
     count = ccnt[w:] - ccnt[:-w]
     ok = count >= min(need, n)
-    mean = np.where(ok, total / np.maximum(count, 1), -1.0)
+    mean = np.where(ok, total / w, -1.0)
     order = np.argsort(-mean, kind="stable")
     taken: list[int] = []
     runs: list[Run] = []
@@ -170,9 +175,19 @@ def _windows(s: np.ndarray, dz: float, params: DecisionParams) -> list[Run]:
         first = max(0, int(starts[k]))
         last = min(n - 1, int(starts[k]) + w - 1)
         seg = s[first : last + 1]
-        at_edge = int(starts[k]) < 0 or int(starts[k]) + w - 1 > n - 1
+        # The body within the window: around its peak, the slices above half the peak (a
+        # scan ending inside L3 reports the middle of the part it has, as the truth does).
+        top = first + int(np.argmax(seg))
+        half = 0.5 * s[top]
+        first_c, last_c = top, top
+        while first_c > first and s[first_c - 1] >= half:
+            first_c -= 1
+        while last_c < last and s[last_c + 1] >= half:
+            last_c += 1
+        first, last = first_c, last_c
+        at_edge = first == 0 or last == n - 1
         runs.append(Run(first=first, last=last, height_mm=(last - first + 1) * dz,
-                        mass=float(seg.sum() * dz), mean_p=float(seg.mean()), at_edge=at_edge,
-                        trimmed=False, plausible=bool(seg.mean() >= params.window_threshold
+                        mass=float(seg.sum() * dz), mean_p=float(mean[k]), at_edge=at_edge,
+                        trimmed=False, plausible=bool(mean[k] >= params.window_threshold
                                                       and seg.max() >= params.threshold)))
     return runs
