@@ -29,6 +29,8 @@ def _make_phantom_set(args: argparse.Namespace) -> int:
         mm = float(rng.choice(thick, p=tw))
         if preset == "whole-body":
             mm = max(mm, 3.0)  # keep the set small: whole-body at 3-5 mm
+        if (args.out / f"case-{k:04d}" / "truth.json").is_file():
+            continue  # written by an earlier, interrupted run (truth.json comes last)
         t = time.perf_counter()
         truth = generate_study(
             args.out / f"case-{k:04d}",
