@@ -208,6 +208,9 @@ def predict_summary(series: CTSeries, res: Result, model: LoadedModel, load_s: f
                      "confidence": d.confidence}
     else:
         out["reason"] = res.reason
+    if res.opinion is not None:
+        out["anatomy"] = res.opinion.to_json()
+        out["anatomy"]["summary"] = res.opinion.banner()
     return out
 
 
@@ -223,6 +226,8 @@ def _format_predict(o: dict) -> str:
         ]
     else:
         lines.append(f"reason: {o.get('reason', '')}")
+    if o.get("anatomy", {}).get("summary"):
+        lines.append(o["anatomy"]["summary"])
     t = o["timings_s"]
     lines.append(f"evaluated {o['evaluated']} of {o['slice_count']} slices; time: load "
                  f"{t['load']:.2f} s, decode {t['decode']:.2f} s, preprocess "

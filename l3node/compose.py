@@ -134,8 +134,10 @@ def sagittal_sc(ref: pydicom.Dataset, series: CTSeries, index: int | None, uids:
 
 
 def not_found_sc(ref: pydicom.Dataset, hu: np.ndarray, uids: ResultUIDs,
-                 reason: str, model: str) -> hd.sc.SCImage:
+                 reason: str, model: str, anatomy: str = "") -> hd.sc.SCImage:
     text = ["L3 not in field of view (automated)", f"model {model}; {DISCLAIMER}", reason[:70]]
+    if anatomy:
+        text.append(anatomy[:90])
     img = _banner(Image.fromarray(window8(hu), mode="L"), text)
     return hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=np.asarray(img), photometric_interpretation="MONOCHROME2",
@@ -171,8 +173,12 @@ class Composed:
 
 
 def compose(series: CTSeries, index: int | None, confidence: float, model_version: str,
-            out_dir: Path, reason: str = "", not_found_sc_enabled: bool = True) -> Composed:
-    """Write the result objects for one localized series into ``out_dir``."""
+            out_dir: Path, reason: str = "", not_found_sc_enabled: bool = True,
+            anatomy: str = "") -> Composed:
+    """Write the result objects for one localized series into ``out_dir``; ``anatomy`` is
+    the second opinion's one line (:meth:`l3node.localize.opinion.Opinion.banner`), burnt
+    into the banner and added to the key object's text so the radiologist sees whether the
+    vertebra count agrees."""
     out_dir.mkdir(parents=True, exist_ok=True)
     uids = ResultUIDs.derive(series.study_instance_uid, series.series_instance_uid,
                              model_version)
@@ -183,19 +189,21 @@ def compose(series: CTSeries, index: int | None, confidence: float, model_versio
             return Composed([], None, [])
         mid = n // 2
         ref = pydicom.dcmread(series.slices[mid].path, stop_before_pixels=True)
-        sc = not_found_sc(ref, series.hu([mid])[0], uids, reason, model_version)
+        sc = not_found_sc(ref, series.hu([mid])[0], uids, reason, model_version, anatomy)
         files.append(_save(sc, out_dir))
         return Composed(files, None, [uids.sc_not_found])
     sl = series.slices[index]
     ref = pydicom.dcmread(sl.path, stop_before_pixels=True)
     banner = [f"L3 (automated) - slice {index + 1}/{n}, z = {sl.z_mm:.1f} mm, "
               f"confidence {confidence:.2f}", f"model {model_version}; {DISCLAIMER}"]
+    if anatomy:
+        banner.append(anatomy[:90])
     sc1 = axial_sc(ref, series.hu([index])[0], uids, banner)
     sc2 = sagittal_sc(ref, series, index, uids, [f"L3 level (red) - {DISCLAIMER}"])
     kos = key_object(ref, sc1, uids, f"L3 slice {index + 1}/{n} (InstanceNumber "
                      f"{sl.instance_number}, z = {sl.z_mm:.1f} mm), found automatically by "
                      f"l3node model {model_version} with confidence {confidence:.2f}; "
-                     f"{DISCLAIMER}")
+                     + (f"{anatomy}; " if anatomy else "") + DISCLAIMER)
     files += [_save(sc1, out_dir), _save(sc2, out_dir), _save(kos, out_dir)]
     return Composed(files, uids.ko, [uids.sc_axial, uids.sc_sagittal])
 

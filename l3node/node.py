@@ -271,7 +271,8 @@ class Node:
             composed = compose(sel.series, d.index if found else None,
                                d.confidence if found else 0.0,
                                self.localizer.model.spec.version, out, reason=res.reason,
-                               not_found_sc_enabled=self.cfg.results.not_found_sc)
+                               not_found_sc_enabled=self.cfg.results.not_found_sc,
+                               anatomy=res.opinion.banner() if res.opinion else "")
             self._finish(study_uid, version,
                          StudyState.DONE if found else StudyState.NOT_FOUND, sel.series,
                          res.status, d.index if found else None,
@@ -280,7 +281,8 @@ class Node:
             event(log, "study.processed", study=study_uid, version=version, status=res.status,
                   series=sel.series.series_instance_uid, l3_index=d.index if found else None,
                   seconds=round(time.perf_counter() - t0, 2), evaluated=res.evaluated,
-                  slices=res.slice_count)
+                  slices=res.slice_count,
+                  anatomy=res.opinion.agreement if res.opinion else None)
         except Exception as exc:
             event(log, "study.failed", logging.ERROR, exc_info=True, study=study_uid,
                   version=version, reason=str(exc))

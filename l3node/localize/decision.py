@@ -40,6 +40,9 @@ class DecisionParams:
     coarse_step_mm: float = 15.0  # an L3 body (20-35 mm) always holds a coarse slice
     refine_threshold: float = 0.15
     refine_margin_mm: float = 15.0
+    # ... and only around coarse slices reaching this fraction of the best coarse slice: a
+    # model that is unsure in the neck or at the hips must not cost a refinement there.
+    refine_relative: float = 0.5
     # A typical-height window counts as L3 when its mean smoothed probability reaches this
     # (and its peak reaches ``threshold``).
     window_threshold: float = 0.35
@@ -47,7 +50,10 @@ class DecisionParams:
     # fallback, a "not found" is answered by counting from the sacrum.
     anatomy: str = "flag"
     anatomy_fallback: bool = False
-    anatomy_window_mm: float = 160.0  # the counter looks this far above and below the answer
+    # The counter looks this far above and below the answer: far enough below for the sacrum
+    # when the answer is as high as L1, far enough above for the last ribs from L3.
+    anatomy_above_mm: float = 130.0
+    anatomy_below_mm: float = 230.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:

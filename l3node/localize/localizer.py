@@ -1,9 +1,11 @@
 """Run a model over a CT series and decide where L3 is.
 
 Coarse-to-fine: slices at a stride of ``coarse_step_mm`` go through the network first; only
-around those reaching ``refine_threshold`` is every slice evaluated.  Unevaluated slices take
+around those reaching ``refine_threshold`` and ``refine_relative`` × the best coarse
+probability is every slice evaluated.  Unevaluated slices take
 the profile linearly interpolated from their evaluated neighbours, then the decision runs on
-the whole profile.  ``exhaustive=True`` evaluates every slice.
+the whole profile.  ``exhaustive=True`` evaluates every slice.  The answer then gets the
+anatomical second opinion (:mod:`.opinion`: a classical vertebra count around it).
 
 Each slice is decoded and preprocessed at most once (a cache keyed by slice index); in
 ``context`` mode the neighbours at ±Δ mm are decoded too, but cost no network time.
@@ -21,6 +23,7 @@ import torch
 
 from .decision import Decision, decide
 from .model import LoadedModel
+from .opinion import Opinion, combine
 from .preprocess import preprocess
 from .runtime import OnnxNet, resolve_runtime
 from .series import CTSeries
@@ -44,6 +47,7 @@ class Result:
     z_mm: np.ndarray | None = None
     timings: Timings = field(default_factory=Timings)
     reason: str = ""
+    opinion: Opinion | None = None  # the anatomical second opinion (vertebra count)
 
     @property
     def index(self) -> int | None:
@@ -102,19 +106,21 @@ class Localizer:
             coarse = sorted(set(range(0, n, step)) | {n - 1})
             self._score(coarse, probs)
             todo: set[int] = set()
+            bar = max(params.refine_threshold,
+                      params.refine_relative * float(np.max(probs[coarse])))
             for c in coarse:
-                if probs[c] >= params.refine_threshold:
+                if probs[c] >= bar:
                     near = np.nonzero(np.abs(z - z[c]) <= params.refine_margin_mm)[0]
                     todo.update(int(i) for i in near)
             self._score(sorted(todo - set(coarse)), probs)
         done = ~np.isnan(probs)
         # z is descending; np.interp needs ascending x
         profile = np.interp(z[::-1], z[done][::-1], probs[done][::-1])[::-1]
-        decision = decide(z, profile, params)
+        decision, opinion = combine(series, decide(z, profile, params), params)
         self._t.total_s = time.perf_counter() - t0
         return Result(status=decision.status, slice_count=n, evaluated=int(done.sum()),
                       decision=decision, probs=profile, z_mm=z, timings=self._t,
-                      reason=decision.reason)
+                      reason=decision.reason, opinion=opinion)
 
     def _slices(self, idx: list[int]) -> np.ndarray:
         """Preprocessed single-channel images for these slice indices (cached)."""

@@ -1,9 +1,10 @@
 """The paper's preprocessing, shared by training and serving.
 
 HU window → [0, 1] → histogram stretch → (pad to square) → anti-aliased resize → [0, 1].
-The stretch is MATLAB's ``imadjust(I, stretchlim(I))`` with its defaults, as the paper used: a 256-bin histogram of the
-windowed image, saturating 1 % at the dark end and 1 % at the bright end.  Every parameter
-comes from the model artifact (:class:`Preprocessing`), none from constants here.
+The stretch is MATLAB's ``imadjust(I, stretchlim(I))`` with its defaults, as the paper used:
+a 256-bin histogram of the windowed image, saturating 1 % at the dark end and 1 % at the
+bright end.  Every parameter comes from the model artifact (:class:`Preprocessing`), none
+from constants here.
 """
 
 from __future__ import annotations
