@@ -43,6 +43,9 @@ class DecisionParams:
     # ... and only around coarse slices reaching this fraction of the best coarse slice: a
     # model that is unsure in the neck or at the hips must not cost a refinement there.
     refine_relative: float = 0.5
+    # Refinement evaluates slices this far apart at most (thin series: every 2nd slice of
+    # 1 mm; the profile is smoothed over 3 mm, so the skipped ones are interpolated).
+    refine_step_mm: float = 2.0
     # A typical-height window counts as L3 when its mean smoothed probability reaches this
     # (and its peak reaches ``threshold``).
     window_threshold: float = 0.35

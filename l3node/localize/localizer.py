@@ -108,10 +108,11 @@ class Localizer:
             todo: set[int] = set()
             bar = max(params.refine_threshold,
                       params.refine_relative * float(np.max(probs[coarse])))
+            fine = max(1, round(params.refine_step_mm / max(series.spacing_mm, 1e-3)))
             for c in coarse:
                 if probs[c] >= bar:
                     near = np.nonzero(np.abs(z - z[c]) <= params.refine_margin_mm)[0]
-                    todo.update(int(i) for i in near)
+                    todo.update(int(i) for i in near if (i - c) % fine == 0)
             self._score(sorted(todo - set(coarse)), probs)
         done = ~np.isnan(probs)
         # z is descending; np.interp needs ascending x
