@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from l3node.phantom import StudyRequest, generate_study
+
+if TYPE_CHECKING:
+    from training.data import Cache
 
 
 def _study(tmp_path_factory: pytest.TempPathFactory, name: str, **kw) -> Path:
@@ -37,3 +41,20 @@ def chest_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def load_truth(folder: Path) -> dict:
     return json.loads((folder / "truth.json").read_text())
+
+
+def toy_cache(n_cases: int = 3, n: int = 30, size: int = 32) -> Cache:
+    """Random uint8 slices, 3 cases of ``n`` slices with L3 at 10..13 (5 mm apart)."""
+    import numpy as np
+
+    from training.data import Cache, Case
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n_cases * n, size, size), dtype=np.uint8)
+    labels = np.zeros(n_cases * n, dtype=np.uint8)
+    z = np.concatenate([-5.0 * np.arange(n) for _ in range(n_cases)])
+    cases = []
+    for c in range(n_cases):
+        labels[c * n + 10 : c * n + 14] = 1
+        cases.append(Case(f"c{c}", "", 10, 13, {}, "toy"))
+    return Cache(images, np.arange(n_cases + 1) * n, z, labels, cases, np.full(n_cases, 5.0))

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 from training.augment import AugmentParams, augment_realism, gaussian_blur
-from training.data import Cache, Case
+from training.data import Cache
 from training.loop import TrainConfig, batch_tensor, plan_epoch, train
+
+from .conftest import toy_cache
 
 
 def _disc_batch(n: int = 8, size: int = 64) -> torch.Tensor:
@@ -64,16 +66,8 @@ def test_p_zero_is_the_identity_and_blur_keeps_the_mean():
     assert float(b.std()) < float(x[0].std())
 
 
-def _toy_cache(n_cases: int = 3, n: int = 24, size: int = 32) -> Cache:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (n_cases * n, size, size), dtype=np.uint8)
-    labels = np.zeros(n_cases * n, dtype=np.uint8)
-    z = np.concatenate([-5.0 * np.arange(n) for _ in range(n_cases)])
-    cases = []
-    for c in range(n_cases):
-        labels[c * n + 10 : c * n + 14] = 1
-        cases.append(Case(f"c{c}", "", 10, 13, {}, "toy"))
-    return Cache(images, np.arange(n_cases + 1) * n, z, labels, cases, np.full(n_cases, 5.0))
+def _toy_cache() -> Cache:
+    return toy_cache(n=24)
 
 
 def test_training_with_augmentation_feeds_the_loss_other_pixels(monkeypatch):

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from l3node.phantom import StudyRequest, generate_study
-from training.data import Cache, Case, cases_from_phantoms
+from training.data import cases_from_phantoms
 from training.labels import case_from_mask, cases_from_csv, l3_z_range_from_mask
 from training.loop import TrainConfig, augment_batch, batch_tensor, clip_gradients, plan_epoch
 from training.search import TABLE_1, suggest
 
-from .conftest import load_truth
+from .conftest import load_truth, toy_cache
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct-abdomen-nifti"
 
@@ -52,16 +52,7 @@ def test_search_space_matches_the_papers_table_1(search):
 
 
 # --- what the loss sees -------------------------------------------------------------------
-def _toy_cache(n_cases: int = 3, n: int = 30, size: int = 32) -> Cache:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (n_cases * n, size, size), dtype=np.uint8)
-    labels = np.zeros(n_cases * n, dtype=np.uint8)
-    z = np.concatenate([-5.0 * np.arange(n) for _ in range(n_cases)])
-    cases = []
-    for c in range(n_cases):
-        labels[c * n + 10 : c * n + 14] = 1
-        cases.append(Case(f"c{c}", "", 10, 13, {}, "toy"))
-    return Cache(images, np.arange(n_cases + 1) * n, z, labels, cases, np.full(n_cases, 5.0))
+_toy_cache = toy_cache
 
 
 def test_class_weight_changes_the_weight_of_l3_in_the_loss():

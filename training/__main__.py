@@ -96,10 +96,12 @@ def _train(args: argparse.Namespace) -> int:
                           for k, v in rec.items()}), flush=True)
 
     net, hist = train(cache, tr, cfg, val_cases=val, decision=dec, on_epoch=show,
-                      keep_best=bool(val), init=init, checkpoint=args.checkpoint)
+                      keep_best=bool(val), init=init, checkpoint=args.checkpoint,
+                      stop_after=args.stop_after)
     summary = {"config": config_dict(cfg), "history": hist.epochs,
                "init": str(args.init) if args.init else None,
-               "train_cases": len(tr), "val_cases": len(val)}
+               "train_cases": len(tr), "val_cases": len(val),
+               "stopped_after_epoch": args.stop_after}
     if val:
         ev = evaluate(net, cache, val, cfg, dec)
         summary["validation"] = ev["summary"]
@@ -382,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="start from this model artifact's weights (fine-tuning)")
     tr.add_argument("--checkpoint", type=Path, default=None,
                     help="write a resumable checkpoint here after every epoch; resume from it")
+    tr.add_argument("--stop-after", type=int, default=None,
+                    help="end after this epoch (schedule of the full --epochs); with "
+                    "--checkpoint, write the artifact of a run cut short")
     tr.set_defaults(func=_train)
     se = sub.add_parser("search", help="Bayesian search, cross-validation, report, artifact")
     se.add_argument("--data", type=Path, help="folder of phantom studies (truth.json)")

@@ -186,14 +186,17 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
           val_cases: list[int] | None = None, decision: DecisionParams | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
           init: L3Net | None = None, keep_best: bool = False,
-          checkpoint: Path | None = None) -> tuple[L3Net, History]:
+          checkpoint: Path | None = None,
+          stop_after: int | None = None) -> tuple[L3Net, History]:
     """Train a fresh (or ``init``) network; ``on_epoch`` may raise to prune a trial.
 
     ``keep_best`` (with validation cases) returns the weights of the epoch with the best
     validation F1 rather than the last: validation swings from epoch to epoch on small sets.
     ``checkpoint``: after every epoch the network, optimiser, schedule, random state, history
     and best weights are written there, and a later call with the same file resumes after the
-    last finished epoch (a CPU run of hours survives a stopped session).
+    last finished epoch (a CPU run of hours survives a stopped session).  ``stop_after``
+    ends the run after that epoch with the schedule of the full run (an artifact from a run
+    cut short; rerun without it to go on).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -225,6 +228,8 @@ def train(cache: Cache, train_cases: list[int], cfg: TrainConfig,
     for epoch, plan in enumerate(plans, start=1):
         if epoch < start:
             continue
+        if stop_after is not None and epoch > stop_after:
+            break
         net.train()
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
