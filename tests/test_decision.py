@@ -116,11 +116,15 @@ def test_a_low_flat_profile_is_not_found_even_if_one_slice_is_high():
 
 
 def test_run_cut_by_the_end_of_the_scan_is_accepted_and_flagged():
-    """12.5 mm of L3 at the scan's end: found, its middle is that of the part present."""
+    """Two thirds of L3 (17.5 of 27 mm) at the scan's end: found, its middle is that of the
+    part present; a quarter of it (7.5 mm) is not enough at an edge."""
     n, dz = 60, 2.5
-    d = decide(_z(n, dz), _block(n, 55, 59), P)  # 12.5 mm at the inferior end
+    d = decide(_z(n, dz), _block(n, 53, 59), P)  # 17.5 mm at the inferior end
     assert d.status == "found" and d.last == 59
+    assert abs(d.index - middle_index(53, 59)) <= 1
     assert "edge" in d.reason
+    quarter = decide(_z(n, dz), _block(n, 57, 59), P)
+    assert quarter.status == "not_found"
 
 
 def test_heights_are_learnt_from_data():

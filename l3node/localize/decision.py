@@ -49,6 +49,10 @@ class DecisionParams:
     # A typical-height window counts as L3 when its mean smoothed probability reaches this
     # (and its peak reaches ``threshold``).
     window_threshold: float = 0.35
+    # A window whose body touches the scan's first or last slice needs this mean: at least
+    # half an L3's worth of certain slices.  Chest scans commonly end at L1-L2, where the
+    # network already sees "almost L3"; scans ending inside L3 are rare.
+    edge_window_threshold: float = 0.5
     # The anatomical second opinion (l3node.localize.opinion): off | flag | snap; with the
     # fallback, a "not found" is answered by counting from the sacrum.
     anatomy: str = "flag"
@@ -195,8 +199,9 @@ def _windows(s: np.ndarray, dz: float, params: DecisionParams) -> list[Run]:
             last_c += 1
         first, last = first_c, last_c
         at_edge = first == 0 or last == n - 1
+        bar = params.edge_window_threshold if at_edge else params.window_threshold
         runs.append(Run(first=first, last=last, height_mm=(last - first + 1) * dz,
                         mass=float(seg.sum() * dz), mean_p=float(mean[k]), at_edge=at_edge,
-                        trimmed=False, plausible=bool(mean[k] >= params.window_threshold
+                        trimmed=False, plausible=bool(mean[k] >= bar
                                                       and seg.max() >= params.threshold)))
     return runs
