@@ -214,7 +214,9 @@ def generate_study(out_dir: Path, req: StudyRequest, workers: int | None = None)
     else:
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork")
+        # forkserver: workers fork from a clean server process, not from a caller whose
+        # threads (a node, torch, a web server in the same process) may hold locks.
+        ctx = mp.get_context("forkserver")
         with ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,)
         ) as ex:
