@@ -114,9 +114,9 @@ def _is_mask(p: Path) -> bool:
 
 
 def _range_in_series(series, z_lo: float, z_hi: float) -> tuple[int, int] | None:
-    z = series.z_mm
-    idx = np.nonzero((z >= z_lo) & (z <= z_hi))[0]
-    return (int(idx.min()), int(idx.max())) if idx.size else None
+    from l3node.phantom.study import slice_range
+
+    return slice_range(series.z_mm, z_lo, z_hi)
 
 
 def _labelled_range(series, folder: Path) -> tuple[tuple[int, int] | None, str]:
