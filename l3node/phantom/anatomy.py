@@ -1,26 +1,30 @@
-"""A random patient: stature, habitus, spine with its variants, and landmark levels.
+"""Draw a random patient: stature, habitus, spine with its variants, and landmark levels.
 
 Numbers come from ``shared/ANATOMY.md`` (vertebra sizes per level, disc heights, curvature,
 landmark level distributions, HU values); where it marks a value EST the same estimate is used
-here.  Everything is in DICOM patient coordinates (LPS, mm): x to the patient's left, y
-posterior, z superior.  The patient lies supine on a table whose top is the plane
-``y = table_y``.
-
-Vertebrae are named twice, because transitional anatomy makes "L3" ambiguous:
-
-* ``name`` counts from C1 downward (C1..C7, T1..T12, L1..Ln, n = 4, 5 or 6);
-* ``name_from_sacrum`` counts the presacral vertebrae upward from the sacrum as a 24-vertebra
-  spine would be labelled (L5, L4, L3, L2, L1, T12, ...).
-
-The truth's L3 is ``name_from_sacrum == "L3"``, the third mobile vertebra above the sacrum:
-the convention body-composition studies use when they find L3 by counting up from the sacrum.
+here.  All the randomness of the anatomy is drawn in this module, in one fixed order, so a seed
+gives the same patient; the result is a :class:`~.patient.Patient` (coordinates and the two
+vertebra names are explained there), bent into its sagittal curve by :mod:`.sagittal`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
+
+from .patient import Patient, Vertebra
+from .sagittal import bend_spine, sat_profile, spine_x, spine_y
+
+# Re-exported: callers have long imported the patient types and the profiles from here.
+__all__ = [
+    "GENERATOR_VERSION",
+    "SACRUM_COUNT_NAMES",
+    "Patient",
+    "Vertebra",
+    "draw_patient",
+    "sat_profile",
+    "spine_x",
+    "spine_y",
+]
 
 GENERATOR_VERSION = "1.2.0"
 
@@ -38,23 +42,6 @@ _LUMBAR_D = [35.7, 35.3, 34.5, 33.5, 32.5, 31.0]
 _LUMBAR_TP_SPAN = [88.0, 83.0, 92.0, 80.0, 72.0, 68.0]
 # Spinous process length (mm from the lamina junction): L3 longest, L5 smallest.
 _LUMBAR_SP = [24.0, 30.0, 34.0, 31.0, 28.0, 27.0]
-# Skin-to-body-centre distance without subcutaneous fat (sets the sagittal curve).
-_BACK_DEPTH = {
-    "C2": 60,
-    "C5": 52,
-    "C7": 62,
-    "T1": 66,
-    "T4": 62,
-    "T7": 58,
-    "T10": 64,
-    "T12": 70,
-    "L1": 76,
-    "L2": 81,
-    "L3": 86,
-    "L4": 86,
-    "L5": 80,
-    "S1": 70,
-}
 
 SACRUM_COUNT_NAMES = (
     ["L5", "L4", "L3", "L2", "L1"]
@@ -62,101 +49,6 @@ SACRUM_COUNT_NAMES = (
     + [f"C{i}" for i in range(7, 0, -1)]
     + ["C0"]
 )  # a 25th presacral vertebra (lumbarised S1) pushes the count past C1
-
-
-@dataclass
-class Vertebra:
-    """One presacral vertebra: its body geometry and its names."""
-
-    name: str
-    name_from_sacrum: str
-    region: str  # cervical | thoracic | lumbar
-    z_lo: float  # inferior endplate at the body centre
-    z_hi: float  # superior endplate at the body centre
-    cx: float
-    cy: float
-    width: float
-    depth: float
-    slope: float  # endplate tilt dz/dy (perpendicular to the spine axis)
-    ribs: bool = False
-    tp_span: float = 0.0
-    sp_length: float = 0.0
-
-    @property
-    def z_mid(self) -> float:
-        return 0.5 * (self.z_lo + self.z_hi)
-
-
-@dataclass
-class Patient:
-    """Every random parameter of one phantom patient (written to ``truth.json``)."""
-
-    seed: int
-    sex: str
-    age: int
-    stature_mm: float
-    scale: float
-    habitus: float  # 0 thin .. 1 obese
-    sat_abd_mm: float
-    vat_mm: float
-    muscularity: float
-    lumbar_count: int
-    rib_pairs: int
-    variant: str  # none | sacralisation | lumbarisation | 11-ribs | 13-ribs
-    lordosis: float
-    kyphosis: float
-    scoliosis_mm: float
-    contrast: str  # none | arterial | portal-venous
-    arms: str  # sides | raised
-    metal_hip: str  # none | left | right
-    table_y: float
-    z_s1_top: float
-    lumbar_gap_mm: float
-    headrest_mm: float
-    cancellous_hu: float
-    landmarks: dict[str, float] = field(default_factory=dict)
-    vertebrae: list[Vertebra] = field(default_factory=list)
-
-    def vertebra(self, name_from_sacrum: str) -> Vertebra:
-        for v in self.vertebrae:
-            if v.name_from_sacrum == name_from_sacrum:
-                return v
-        raise KeyError(f"no vertebra labelled {name_from_sacrum!r} counted from the sacrum")
-
-    def by_name(self, name: str) -> Vertebra:
-        for v in self.vertebrae:
-            if v.name == name:
-                return v
-        raise KeyError(f"no vertebra named {name!r}")
-
-    @property
-    def l3(self) -> Vertebra:
-        return self.vertebra("L3")
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["vertebrae"] = [asdict(v) for v in self.vertebrae]
-        return d
-
-    # Body-outline profile ---------------------------------------------------------------
-    def back_y(self, z: np.ndarray | float) -> np.ndarray | float:
-        """y of the back skin: on the table, lifted under the lumbar lordosis and the neck.
-
-        The head rests on a headrest, so the back of the neck rises off the table between T2
-        and C5.
-        """
-        zz = np.asarray(z, dtype=np.float64)
-        lift = self.lumbar_gap_mm * np.exp(-(((zz - self.l3.z_mid) / 60.0) ** 2))
-        t2, c5 = self.by_name("T2").z_mid, self.by_name("C5").z_mid
-        ramp = np.clip((zz - t2) / (c5 - t2), 0.0, 1.0)
-        lift = lift + self.headrest_mm * ramp * ramp * (3 - 2 * ramp)
-        out = self.table_y - lift
-        return float(out) if out.ndim == 0 else out
-
-
-def _interp_levels(z: float, zs: list[float], vals: list[float]) -> float:
-    order = np.argsort(zs)
-    return float(np.interp(z, np.asarray(zs)[order], np.asarray(vals)[order]))
 
 
 def draw_patient(
@@ -221,29 +113,8 @@ def draw_patient(
     )
     _build_spine(p, rng)
     _place_landmarks(p, rng)
-    _bend_spine(p)
+    bend_spine(p)
     return p
-
-
-def sat_profile(p: Patient, z: float) -> float:
-    """Subcutaneous fat thickness (mm, anterior abdomen scale) at height z."""
-    lm = p.landmarks
-    zs = [
-        lm["sole"],
-        lm["ankle"],
-        lm["knee"],
-        lm["crotch"],
-        lm["hip"],
-        p.l3.z_mid,
-        p.by_name("T12").z_mid,
-        p.by_name("T6").z_mid,
-        p.by_name("T1").z_hi,
-        p.by_name("C4").z_mid,
-        lm["vertex"],
-    ]
-    hip_w = 1.3 if p.sex == "F" else 1.05
-    ws = [0.1, 0.15, 0.35, 0.85, hip_w, 1.0, 0.75, 0.45, 0.35, 0.22, 0.08]
-    return p.sat_abd_mm * _interp_levels(z, zs, ws)
 
 
 def _build_spine(p: Patient, rng: np.random.Generator) -> None:
@@ -335,59 +206,6 @@ def _build_spine(p: Patient, rng: np.random.Generator) -> None:
         p.by_name("T12").ribs = False
     elif p.rib_pairs == 13:
         p.by_name("L1").ribs = True
-
-
-def _bend_spine(p: Patient) -> None:
-    """Place each body in y (sagittal curve) and x (scoliosis); tilt its endplates.
-
-    The curve is set as the distance from the back skin to the body centre per level
-    (``_BACK_DEPTH``), scaled by the patient's lordosis and kyphosis; the endplates are
-    perpendicular to the resulting spine axis.
-    """
-    s = p.scale
-    level_z = {v.name: v.z_mid for v in p.vertebrae}
-    by_sacrum = {v.name_from_sacrum: v.name for v in p.vertebrae}
-    level_z["S1"] = p.z_s1_top - 10.0
-    mean_l, mean_t = 80.0, 62.0
-    ctrl_z, ctrl_d = [], []
-    for key, dist in _BACK_DEPTH.items():
-        name = by_sacrum.get(key, key) if key.startswith("L") else key
-        if name not in level_z:
-            continue
-        if key[0] == "L" or key == "S1":
-            dist = mean_l + (dist - mean_l) * p.lordosis
-        elif key[0] == "T":
-            dist = mean_t + (dist - mean_t) * p.kyphosis
-        ctrl_z.append(level_z[name])
-        ctrl_d.append(dist * (0.9 + 0.1 * s))
-
-    def centre_y(zz: float) -> float:
-        return float(p.back_y(zz) - sat_profile_back(p, zz) - _interp_levels(zz, ctrl_z, ctrl_d))
-
-    z_t1, z_l5 = level_z["T1"], p.vertebrae[-1].z_lo
-    for v in p.vertebrae:
-        zm = v.z_mid
-        g = (centre_y(zm + 5.0) - centre_y(zm - 5.0)) / 10.0  # dy/dz of the spine axis
-        frac = np.clip((zm - z_l5) / (z_t1 - z_l5), 0.0, 1.0)
-        v.cy = round(centre_y(zm), 3)
-        v.cx = round(p.scoliosis_mm * float(np.sin(np.pi * frac)), 3)
-        v.slope = round(-g, 4)
-
-
-def spine_y(p: Patient, z: float) -> float:
-    """Body-centre y of the spine axis at any z (interpolated between bodies)."""
-    zs = [v.z_mid for v in p.vertebrae]
-    return _interp_levels(z, zs, [v.cy for v in p.vertebrae])
-
-
-def spine_x(p: Patient, z: float) -> float:
-    zs = [v.z_mid for v in p.vertebrae]
-    return _interp_levels(z, zs, [v.cx for v in p.vertebrae])
-
-
-def sat_profile_back(p: Patient, z: float) -> float:
-    """Fat behind the spine is about half the anterior abdominal fat (EST)."""
-    return 0.5 * sat_profile(p, z)
 
 
 def _place_landmarks(p: Patient, rng: np.random.Generator) -> None:

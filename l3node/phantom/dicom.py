@@ -3,6 +3,9 @@
 The modules dciodvfy checks for CT are all filled: Patient, General Study, General Series,
 Frame of Reference, General Equipment, General Image, Image Plane, Image Pixel, CT Image,
 SOP Common.  UIDs derive from the study seed, so a seed reproduces the files exactly.
+
+This module knows DICOM, not the study plan: :func:`write_slice` takes the slice's geometry as
+plain values, so the planner (:mod:`.study`) imports the writer and never the other way round.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -24,10 +26,8 @@ from pydicom.uid import (
 )
 
 from ..uids import derived_uid
-
-if TYPE_CHECKING:
-    from .anatomy import Patient
-    from .study import Plan, StudyRequest
+from .patient import Patient
+from .request import StudyRequest
 
 TS_UIDS = {
     "explicit": ExplicitVRLittleEndian,
@@ -193,26 +193,38 @@ def ct_dataset(
     return ds
 
 
-def write_slice(out_dir: Path, plan: Plan, index: int, hu: np.ndarray) -> tuple[str, int]:
-    """Write sorted slice ``index`` (0 = most superior); return (SOP UID, InstanceNumber)."""
-    info, grid = plan.series, plan.grid
-    n = len(plan.z_positions)
-    z = plan.z_positions[index]
-    feet_first = plan.patient_position == "FFS"
+def write_slice(
+    out_dir: Path,
+    info: SeriesInfo,
+    hu: np.ndarray,
+    *,
+    index: int,
+    count: int,
+    z: float,
+    origin: tuple[float, float],
+    spacing: float,
+    thickness: float,
+    signed: bool,
+    patient_position: str,
+    transfer_syntax: str,
+) -> tuple[str, int]:
+    """Write sorted slice ``index`` of ``count`` (0 = most superior) at height ``z``, its
+    canonical image's first pixel at ``origin`` (x, y); return (SOP UID, InstanceNumber)."""
+    feet_first = patient_position == "FFS"
     # Head-first scans run head to feet, feet-first scans feet to head.
-    inst = (n - index) if feet_first else (index + 1)
+    inst = (count - index) if feet_first else (index + 1)
     sop = det_uid(*info.seed_parts, "sop", index)
+    x0, y0 = origin
     if feet_first:  # row direction -x: the canonical image mirrored left-right
+        ipp = [x0 + (hu.shape[1] - 1) * spacing, y0, z]
         hu = hu[:, ::-1]
         iop = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ipp = [grid.x0 + (grid.cols - 1) * grid.spacing, grid.y0, z]
     else:
         iop = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ipp = [grid.x0, grid.y0, z]
+        ipp = [x0, y0, z]
     ds = ct_dataset(info, hu, sop=sop, instance=inst, ipp=ipp, iop=iop,
-                    spacing=(grid.spacing, grid.spacing), thickness=plan.acq.thickness,
-                    signed=plan.signed, patient_position=plan.patient_position,
-                    transfer_syntax=plan.request.transfer_syntax)
+                    spacing=(spacing, spacing), thickness=thickness, signed=signed,
+                    patient_position=patient_position, transfer_syntax=transfer_syntax)
     path = Path(out_dir) / f"CT{inst:05d}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return sop, inst

@@ -15,47 +15,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .anatomy import GENERATOR_VERSION, Patient, draw_patient
+from .anatomy import GENERATOR_VERSION, draw_patient
 from .dicom import SeriesInfo, write_slice
+from .patient import Patient
 from .render import Acquisition, Grid, Style, render_slice
+from .request import PRESETS, SLICE_CHOICES, TRANSFER_SYNTAXES, StudyRequest
 from .scene import Scene, build_scene
 
-PRESETS = ("whole-body", "chest-abdomen-pelvis", "abdomen-pelvis", "chest", "head-neck")
-SLICE_CHOICES = (1.0, 1.25, 2.0, 2.5, 3.0, 5.0)
-TRANSFER_SYNTAXES = ("explicit", "jpeg2000-lossless", "jpegls-lossless", "rle")
-
-
-@dataclass(frozen=True)
-class StudyRequest:
-    """What the caller asked for; ``None`` fields are drawn at random."""
-
-    seed: int
-    index: int = 0
-    preset: str = "whole-body"
-    slice_mm: float | None = None
-    transfer_syntax: str = "explicit"
-    transitional_rate: float = 0.10
-    truncated_rate: float = 0.05
-    matrix: int = 512
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f'Argument "preset" must be one of {PRESETS}, got {self.preset!r}.')
-        if self.transfer_syntax not in TRANSFER_SYNTAXES:
-            raise ValueError(
-                f'Argument "transfer_syntax" must be one of {TRANSFER_SYNTAXES}, '
-                f"got {self.transfer_syntax!r}."
-            )
-        if self.slice_mm is not None and not 0.5 <= self.slice_mm <= 10.0:
-            raise ValueError(f'Argument "slice_mm" must be in [0.5, 10], got {self.slice_mm}.')
-        for name in ("transitional_rate", "truncated_rate"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f'Argument "{name}" must be in [0, 1], got {v}.')
-
-    @property
-    def study_seed(self) -> list[int]:
-        return [int(self.seed), int(self.index)]
+# The request and its choices live in .request (the DICOM writer reads them too); they stay
+# importable from here, where callers have always found them.
+__all__ = [
+    "PRESETS",
+    "SLICE_CHOICES",
+    "TRANSFER_SYNTAXES",
+    "Plan",
+    "StudyRequest",
+    "generate_study",
+    "make_truth",
+    "middle_index",
+    "plan_study",
+    "scene_ref_y",
+    "slice_range",
+]
 
 
 @dataclass
@@ -188,7 +169,20 @@ def _render_chunk(args: tuple[Path, list[int]]) -> list[tuple[int, str, int]]:
         rng = np.random.default_rng([*plan.request.study_seed, 7, i])
         width = _width_at(scene, z)
         hu = render_slice(scene, z, plan.grid, plan.acq, width, rng, plan.style)
-        sop, inst = write_slice(out_dir, plan, i, hu)
+        sop, inst = write_slice(
+            out_dir,
+            plan.series,
+            hu,
+            index=i,
+            count=len(plan.z_positions),
+            z=z,
+            origin=(plan.grid.x0, plan.grid.y0),
+            spacing=plan.grid.spacing,
+            thickness=plan.acq.thickness,
+            signed=plan.signed,
+            patient_position=plan.patient_position,
+            transfer_syntax=plan.request.transfer_syntax,
+        )
         done.append((i, sop, inst))
     return done
 
