@@ -1,36 +1,37 @@
 """The QC picture a person checks first: a sagittal reformat with the L3 line, the axial
-L3 slice, and the probability profile beside the reformat."""
+L3 slice, and the probability profile beside the reformat.
+
+The reformat and the display window come from :mod:`l3node.views`, shared with the
+Secondary Captures and the phantom figures, so the QC's reformat is made exactly as the one
+sent to the PACS (and as cheaply: one slice decoded at a time).  ``window01`` is re-exported
+here for the callers that import it from this module.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from ..series import CTSeries
+from ..views import sagittal, window01
 from .localizer import Result
-from .series import CTSeries
+
+__all__ = ["MAX_ROWS", "qc_png", "window01"]
 
 MAX_ROWS = 400
 
 
-def window01(a: np.ndarray, lo: float = -250.0, hi: float = 450.0) -> np.ndarray:
-    """HU to [0, 1] for display (default: a wide soft-tissue window)."""
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
-
-
 def qc_png(series: CTSeries, result: Result, path: Path, title: str = "") -> Path:
+    """Write the QC PNG of ``result`` on ``series`` to ``path`` (parents made); returns it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(series)
-    step = max(1, int(np.ceil(n / MAX_ROWS)))
-    idx = list(range(0, n, step))
     z = series.z_mm
     first = series.slices[0]
-    col = first.columns // 2
-    sag = np.stack([series.hu([i])[0][:, col] for i in idx])
+    view = sagittal(series, max_rows=MAX_ROWS)
+    idx, sag = view.indices, view.sagittal
     dy = first.pixel_spacing[0]
     fig = plt.figure(figsize=(12, 7))
     ax_s = fig.add_axes((0.03, 0.06, 0.3, 0.86))

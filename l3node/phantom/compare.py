@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..localize.qc import window01
-from ..localize.series import load_series
+from ..select import load_series
 
 OFFSETS_MM = (35.0, 0.0, -35.0)  # above, at and below L3's middle
 HALF_WIDTH_MM = 220.0  # every axial panel shows ±this around the image centre

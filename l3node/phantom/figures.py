@@ -1,8 +1,10 @@
 """Pictures of a generated phantom: sagittal and coronal reformats with the vertebra levels
 marked, and axial slices at L1, L3 and L5 — what ``docs/phantom.md`` shows.
 
-Reads one slice at a time and keeps only the reformat lines, so a 1 mm whole-body series
-needs a few MB.  Run: ``python -m l3node.phantom.figures STUDY_DIR OUT_DIR``.
+The series is read as the node reads it (:func:`l3node.select.load_series`: superior
+first, the order of ``truth.json``) and reformatted by :func:`l3node.views.reformat`, one slice
+decoded at a time, keeping only the reformat lines and the three axial slices: a 1 mm
+whole-body series needs a few MB.  Run: ``python -m l3node.phantom.figures STUDY_DIR OUT_DIR``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
-from ..localize.qc import window01
-from ..localize.series import read_hu
+from ..select import load_series
+from ..views import reformat, window01
 
 
 def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
+    """Write ``STEM-reformats.png`` (sagittal and coronal through L3's centre, levels marked)
+    and ``STEM-axial.png`` (the middle slices of L1, L3 and L5) into ``out``; returns them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,28 +29,22 @@ def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
 
     truth = json.loads((study / "truth.json").read_text())
     s = truth["series"]
-    sops = s["sop_instance_uids"]
-    files = {
-        pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
-        for f in sorted(study.glob("*.dcm"))
-    }
+    series = load_series(study, s.get("series_instance_uid"))
+    if [sl.sop_instance_uid for sl in series.slices] != list(s["sop_instance_uids"]):
+        raise ValueError(f"{study}: the series' slices are not those of truth.json (in order)")
     grid = truth["grid"]
     l3 = next(v for v in truth["vertebrae"] if v["name_from_sacrum"] == "L3")
     cx, cy = l3["center_xy_mm"]
     col = round((cx - grid["x0"]) / grid["spacing"])
     row = round((cy - grid["y0"]) / grid["spacing"])
-    sag, cor, axials = [], [], {}
     wanted = {}
     for name in ("L1", "L3", "L5"):
         v = next(v for v in truth["vertebrae"] if v["name_from_sacrum"] == name)
         if v["slice_range"]:
             wanted[(v["slice_range"][0] + v["slice_range"][1]) // 2] = name
-    for i, uid in enumerate(sops):
-        a = read_hu(files[uid])
-        sag.append(a[:, col])
-        cor.append(a[row, :])
-        if i in wanted:
-            axials[wanted[i]] = a
+    view = reformat(series, column=col, row=row, axial=wanted)
+    sag, cor = view.sagittal, view.coronal
+    axials = {wanted[i]: a for i, a in view.axial.items()}
     zs = np.asarray(s["z_positions_mm"])
     extent_sag = [grid["y0"], grid["y0"] + grid["spacing"] * grid["rows"], zs[-1], zs[0]]
     extent_cor = [grid["x0"], grid["x0"] + grid["spacing"] * grid["cols"], zs[-1], zs[0]]
@@ -56,8 +53,8 @@ def make_figures(study: Path, out: Path, stem: str = "phantom") -> list[Path]:
     height = max(6.0, (zs[0] - zs[-1]) / 120.0)
     fig, axs = plt.subplots(1, 2, figsize=(12, height))
     for ax, img, ext, title in (
-        (axs[0], np.array(sag), extent_sag, "sagittal (y →)"),
-        (axs[1], np.array(cor), extent_cor, "coronal (x →)"),
+        (axs[0], sag, extent_sag, "sagittal (y →)"),
+        (axs[1], cor, extent_cor, "coronal (x →)"),
     ):
         ax.imshow(window01(img), cmap="gray", extent=ext, aspect="equal")
         ax.set_title(title)
