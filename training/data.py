@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l3node.localize.preprocess import Preprocessing, preprocess
-from l3node.localize.series import load_series
+from l3node.localize.preprocess import Preprocessing, context_neighbours, preprocess
+from l3node.select import load_series
 
 
 @dataclass
@@ -67,15 +67,17 @@ class Cache:
         return slice(int(self.offsets[c]), int(self.offsets[c + 1]))
 
     def neighbours(self, idx: np.ndarray, offset_mm: float) -> tuple[np.ndarray, np.ndarray]:
-        """Global indices of the slices nearest z+Δ and z−Δ within each slice's case."""
+        """Global indices of the slices nearest z+Δ and z−Δ within each slice's case, by the
+        localizer's own rule (:func:`~l3node.localize.preprocess.context_neighbours`)."""
+        idx = np.asarray(idx)
         case_of = np.searchsorted(self.offsets, idx, side="right") - 1
         up = np.empty_like(idx)
         down = np.empty_like(idx)
-        for k, (i, c) in enumerate(zip(idx, case_of, strict=True)):
+        for c in np.unique(case_of):
             sl = self.case_slices(int(c))
-            z = self.z_mm[sl]
-            up[k] = sl.start + int(np.argmin(np.abs(z - (self.z_mm[i] + offset_mm))))
-            down[k] = sl.start + int(np.argmin(np.abs(z - (self.z_mm[i] - offset_mm))))
+            here = case_of == c
+            u, d = context_neighbours(self.z_mm[sl], idx[here] - sl.start, offset_mm)
+            up[here], down[here] = sl.start + u, sl.start + d
         return up, down
 
 

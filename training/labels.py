@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from l3node.localize.series import CTSeries, load_series
+from l3node.select import load_series
+from l3node.series import CTSeries
 
 from .data import Case
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from l3node.localize.decision import DecisionParams, decide
 from l3node.localize.model import L3Net
+from l3node.localize.preprocess import CONTEXT_OFFSET_MM, InputMode
 
 from .augment import AugmentParams, augment_realism
 from .data import Cache
@@ -50,8 +51,8 @@ class TrainConfig:
     oversample: float = 0.0
     class_weight: float = 1.0
     epochs: int = 5
-    input_mode: str = "context"
-    context_offset_mm: float = 20.0
+    input_mode: InputMode = InputMode.CONTEXT
+    context_offset_mm: float = CONTEXT_OFFSET_MM  # the artifact's default (ModelSpec)
     optimizer: str = "adam"  # adam | sgdm
     neg_per_case: int | None = 24
     augment: float = 0.0  # chance each training image gets the realism augmentation
@@ -69,8 +70,11 @@ class TrainConfig:
             raise ValueError(f'"oversample" must be in [0, 1], got {self.oversample}')
         if not 0.0 <= self.augment <= 1.0:
             raise ValueError(f'"augment" must be in [0, 1], got {self.augment}')
-        if self.input_mode not in ("paper", "context"):
-            raise ValueError(f'"input_mode" must be paper or context, got {self.input_mode!r}')
+        try:
+            self.input_mode = InputMode(self.input_mode)
+        except ValueError:
+            raise ValueError(f'"input_mode" must be paper or context, got '
+                             f'{self.input_mode!r}') from None
 
 
 @dataclass

@@ -146,7 +146,7 @@ def _labelled_range(series, folder: Path) -> tuple[tuple[int, int] | None, str]:
 
 def discover(data: Path, work: Path) -> list[RealCase]:
     """Every real case under ``data``; NIfTI volumes are converted into ``work`` once."""
-    from l3node.localize.series import load_series
+    from l3node.select import load_series
 
     from .nifti import nifti_to_dicom
 
@@ -180,7 +180,7 @@ def discover(data: Path, work: Path) -> list[RealCase]:
 def evaluate_case(loc, case: RealCase, png_dir: Path | None) -> RealResult:
     """Run the localizer (coarse to fine, as the node does), then an exhaustive pass for the
     per-slice AUC; the QC picture shows the production run."""
-    from l3node.localize.series import load_series
+    from l3node.select import load_series
 
     series = load_series(case.series_dir)
     res = loc.run(series)
@@ -233,12 +233,10 @@ def table(results: list[RealResult]) -> str:
 
 def run(args) -> int:
     """``evaluate-real``: print one line per case, the table, and write ``real-eval.json``."""
-    from l3node.localize.localizer import Localizer, pick_device
-    from l3node.localize.model import load_artifact
+    from l3node.cli_predict import model_config
+    from l3node.localize.localizer import Localizer
 
-    device = pick_device(args.device)
-    model = load_artifact(args.model, device=device)
-    loc = Localizer(model, precision=args.precision, device=device, runtime=args.runtime)
+    loc = Localizer.open(model_config(args, args.model))
     work = Path(args.work)
     cases = discover(Path(args.data), work / "dicom")
     if not cases:
@@ -250,7 +248,7 @@ def run(args) -> int:
         print(json.dumps({k: v for k, v in asdict(r).items() if k != "anatomy"}), flush=True)
     text = table(results)
     print(text)
-    summary = {"model": str(args.model), "version": model.spec.version,
+    summary = {"model": str(args.model), "version": loc.model.spec.version,
                "passed": sum(r.passed is True for r in results),
                "failed": sum(r.passed is False for r in results),
                "cases": [asdict(r) for r in results], "table": text}

@@ -91,6 +91,27 @@ def summarise(name: str, cv: dict, params: dict, input_mode: str) -> dict:
     }
 
 
+def best_result(results: list[dict]) -> int:
+    """Index of the arm with the lowest mean L3 slice error over all cases (one with no
+    error, because it found nothing, loses); on a tie the first arm wins."""
+    def error(r: dict) -> float:
+        e = r["all"].get("error_slices_mean")
+        return float("inf") if e is None else e
+
+    return min(range(len(results)), key=lambda i: error(results[i]))
+
+
+def cross_validation_summary(results: list[dict], extra: dict) -> dict:
+    """What an artifact keeps of a cross-validation run: the run's settings and each arm's
+    metrics, without the per-case records or design variables of ``metrics.json``."""
+    return {
+        **{k: extra[k] for k in ("cases", "folds", "epochs", "eval_precision", "fp16_checks",
+                                 "config_from") if k in extra},
+        "results": [{k: r[k] for k in ("name", "input_mode", "all", "ordinary", "hard")}
+                    for r in results],
+    }
+
+
 def _pm(m: dict, key: str, unit: str = "") -> str:
     if m.get(f"{key}_mean") is None:
         return "n/a"

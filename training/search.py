@@ -34,6 +34,7 @@ import torch
 from optuna.trial import TrialState
 
 from l3node.localize.decision import DecisionParams, decide
+from l3node.localize.model import write_atomic
 
 from .data import Cache
 from .loop import TrainConfig, case_probabilities, evaluate, train
@@ -250,9 +251,7 @@ def _write_fold(folder: Path | None, f: int, key: str, results: dict) -> None:
     if folder is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"fold{f + 1}-{key}.json.part"
-    tmp.write_text(json.dumps(results, default=_plain))
-    tmp.replace(folder / f"fold{f + 1}-{key}.json")
+    write_atomic(folder / f"fold{f + 1}-{key}.json", json.dumps(results, default=_plain))
 
 
 def _plain(v: object) -> object:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from l3node.localize.decision import middle_index
 from l3node.localize.localizer import Result
-from l3node.localize.series import CTSeries
+from l3node.series import CTSeries
 
 
 def three_ways(series: CTSeries, res: Result) -> dict:

@@ -6,7 +6,9 @@ as the paper says, and a local ImageNet weights file (never downloaded) can init
 
 The artifact is validated on load: format, architecture, input size and mode, the sha256 of
 the weights, and the weights' keys and shapes against the network.  Any mismatch is an
-:class:`ArtifactError` that names the field and both values.
+:class:`ArtifactError` that names the field and both values.  ``model.json`` is written here
+only (:func:`save_artifact`, :func:`record_cross_validation`), whole or not at all
+(:func:`write_atomic`), and re-validated after every change.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from torch import nn
 from torchvision.models import resnet50
 
 from .decision import DecisionParams
-from .preprocess import Preprocessing
+from .preprocess import CONTEXT_OFFSET_MM, InputMode, Preprocessing
 
 FORMAT = "l3node-model"
 FORMAT_VERSION = 1
-INPUT_MODES = ("paper", "context")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -65,8 +66,8 @@ class L3Net(nn.Module):
 class ModelSpec:
     """Everything in ``model.json`` except the weights themselves."""
 
-    input_mode: str = "paper"
-    context_offset_mm: float = 20.0
+    input_mode: InputMode = InputMode.PAPER
+    context_offset_mm: float = CONTEXT_OFFSET_MM
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     decision: DecisionParams = field(default_factory=DecisionParams)
     version: str = "0.0.0"
@@ -75,10 +76,12 @@ class ModelSpec:
     head: str = "single-logit"
 
     def __post_init__(self) -> None:
-        if self.input_mode not in INPUT_MODES:
-            raise ArtifactError(
-                f'"input_mode" must be one of {INPUT_MODES}, got {self.input_mode!r}'
-            )
+        try:
+            self.input_mode = InputMode(self.input_mode)
+        except ValueError:
+            allowed = [m.value for m in InputMode]
+            raise ArtifactError(f'"input_mode" must be one of {allowed}, got '
+                                f"{self.input_mode!r}") from None
         if self.architecture != "resnet50" or self.head != "single-logit":
             raise ArtifactError(
                 f"only resnet50 with a single-logit head is supported, got "
@@ -106,6 +109,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``PATH.part``, then rename it onto ``path``: a reader (or a run
+    interrupted mid-write) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _write_doc(folder: Path, doc: dict) -> None:
+    write_atomic(folder / "model.json", json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _read_doc(folder: Path) -> dict:
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        raise ArtifactError(f"{folder} is not a model artifact: no model.json")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{meta_path} is not valid JSON: {exc}") from exc
+
+
 def save_artifact(folder: Path, net: L3Net, spec: ModelSpec, half: bool = False) -> Path:
     """Write ``weights.pt`` (fp16 if ``half``) and ``model.json`` into ``folder``."""
     folder = Path(folder)
@@ -130,20 +155,28 @@ def save_artifact(folder: Path, net: L3Net, spec: ModelSpec, half: bool = False)
         "weights": {"file": weights.name, "sha256": _sha256(weights),
                     "dtype": "float16" if half else "float32"},
     }
-    (folder / "model.json").write_text(json.dumps(doc, indent=2) + "\n")
+    _write_doc(folder, doc)
     return folder
+
+
+def record_cross_validation(folder: Path, report: str, summary: dict) -> LoadedModel:
+    """Put a cross-validation run's summary into ``model.json`` (``training.
+    cross_validation``), so the artifact a node deploys says what error its configuration
+    reached on unseen cases and which input mode won; the weights are not touched, and the
+    artifact is validated again (format, weights' sha256) before it is returned."""
+    folder = Path(folder)
+    doc = _read_doc(folder)
+    doc.setdefault("training", {})["cross_validation"] = {
+        "report": report, "model_input_mode": doc.get("input_mode"), **summary}
+    _write_doc(folder, doc)
+    return load_artifact(folder)
 
 
 def load_artifact(folder: Path, device: str = "cpu") -> LoadedModel:
     """Load and validate a model artifact; raises :class:`ArtifactError` on any mismatch."""
     folder = Path(folder)
     meta_path = folder / "model.json"
-    if not meta_path.is_file():
-        raise ArtifactError(f"{folder} is not a model artifact: no model.json")
-    try:
-        doc = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{meta_path} is not valid JSON: {exc}") from exc
+    doc = _read_doc(folder)
     if doc.get("format") != FORMAT:
         raise ArtifactError(f'{meta_path}: "format" must be {FORMAT!r}, got {doc.get("format")!r}')
     if doc.get("format_version") != FORMAT_VERSION:

@@ -1,20 +1,36 @@
-"""The paper's preprocessing, shared by training and serving.
+"""The paper's preprocessing and the context neighbours, shared by training and serving.
 
 HU window → [0, 1] → histogram stretch → (pad to square) → anti-aliased resize → [0, 1].
 The stretch is MATLAB's ``imadjust(I, stretchlim(I))`` with its defaults, as the paper used:
 a 256-bin histogram of the windowed image, saturating 1 % at the dark end and 1 % at the
 bright end.  Every parameter comes from the model artifact (:class:`Preprocessing`), none
 from constants here.
+
+A ``context`` model sees each slice between its neighbours at ±Δ mm
+(:func:`context_neighbours`); the trainer and the localizer pick them with this one rule, so
+a network is served the channels it was trained on.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 import numpy as np
 from skimage.transform import resize
 
 from .params import from_json_strict
+
+# Δ of a context model (mm), the default of both ModelSpec and the trainer's TrainConfig.
+CONTEXT_OFFSET_MM = 20.0
+
+
+class InputMode(StrEnum):
+    """What the network sees of a slice: the paper's (the slice, three times) or the slice
+    with its neighbours ±``context_offset_mm`` in the other two channels."""
+
+    PAPER = "paper"
+    CONTEXT = "context"
 
 
 @dataclass(frozen=True)
@@ -92,3 +108,18 @@ def preprocess(hu: np.ndarray, p: Preprocessing) -> np.ndarray:
     out = resize(img, (img.shape[0], p.size, p.size), order=p.order,
                  anti_aliasing=p.anti_aliasing, preserve_range=True)
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def context_neighbours(z_mm: np.ndarray, indices: np.ndarray | list[int],
+                       offset_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``z_mm`` of the slices nearest z + Δ and z − Δ for each of ``indices``.
+
+    Nearest by |z − target|; on a tie the lower index wins (``argmin``).  Near the ends of a
+    series the nearest slice may be the slice itself or the last one: the network was
+    trained with that, so serving must do the same.
+    """
+    z = np.asarray(z_mm, dtype=np.float64)
+    centre = z[np.asarray(indices, dtype=np.int64)]
+    up = np.argmin(np.abs(z[None, :] - (centre + offset_mm)[:, None]), axis=1)
+    down = np.argmin(np.abs(z[None, :] - (centre - offset_mm)[:, None]), axis=1)
+    return up, down
