@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from benchlib import phantom
 
-from l3node.cli import default_model_dir
+from l3node.config import default_model_dir
 from l3node.localize.model import load_artifact
 from l3node.localize.preprocess import preprocess
-from l3node.localize.series import load_series
+from l3node.select import load_series
 
 
 def measure_parts(model_dir: Path, study: Path, j2k: Path) -> dict[str, float]:

@@ -12,17 +12,18 @@ from __future__ import annotations
 import numpy as np
 from benchlib import ROOT, Phantom, phantom
 
+from l3node.config import ModelConfig
 from l3node.localize.localizer import Localizer
 from l3node.localize.model import load_artifact
-from l3node.localize.series import load_series
+from l3node.select import load_series
 
 MODEL = ROOT / "models" / "default"
 
 
 def compare(studies: list[Phantom]) -> list[dict]:
     """Per study: torch vs ONNX Runtime decision, evaluated count, max abs Δp, inference s."""
-    torch_loc = Localizer(load_artifact(MODEL), batch_size=4, runtime="torch")
-    ort_loc = Localizer(load_artifact(MODEL), batch_size=4, runtime="onnxruntime")
+    torch_loc = Localizer(load_artifact(MODEL), ModelConfig(batch_size=4, runtime="torch"))
+    ort_loc = Localizer(load_artifact(MODEL), ModelConfig(batch_size=4, runtime="onnxruntime"))
     out = []
     for study in studies:
         series = load_series(study.folder)

@@ -17,11 +17,11 @@ import pydicom
 from pynetdicom import AE, Association
 
 from .config import DestinationConfig as Destination
-from .config import TLSConfig
+from .config import DestinationKind, TLSConfig
 from .logs import event
+from .statuses import STORED, Status, hex4
 
 log = logging.getLogger(__name__)
-STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 
 
 class DispatchError(RuntimeError):
@@ -50,7 +50,7 @@ def _associate(ae: AE, dest: Destination, tls: TLSConfig | None) -> Association:
 def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0,
          tls: TLSConfig | None = None) -> None:
     """C-ECHO a DIMSE destination; raises :class:`DispatchError` when it does not answer."""
-    if dest.kind != "dimse":
+    if dest.kind is not DestinationKind.DIMSE:
         return
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.network_timeout = timeout
@@ -58,7 +58,7 @@ def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0,
     assoc = _associate(ae, dest, tls)
     try:
         status = assoc.send_c_echo()
-        if not status or status.Status != 0:
+        if not status or status.Status != Status.SUCCESS:
             raise DispatchError(f"{dest.name}: C-ECHO failed ({status})")
     finally:
         assoc.release()
@@ -67,10 +67,10 @@ def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0,
 def send(dest: Destination, files: list[Path], calling_ae_title: str,
          timeout: float = 30.0, tls: TLSConfig | None = None) -> None:
     """Deliver every file or raise :class:`DispatchError` (nothing is assumed delivered)."""
-    if dest.kind == "stowrs":
+    if dest.kind is DestinationKind.STOWRS:
         _stow(dest, files, timeout)
         return
-    if dest.kind == "folder":
+    if dest.kind is DestinationKind.FOLDER:
         assert dest.path is not None
         dest.path.mkdir(parents=True, exist_ok=True)
         for f in files:
@@ -87,13 +87,13 @@ def send(dest: Destination, files: list[Path], calling_ae_title: str,
         for ds in datasets:
             status = assoc.send_c_store(ds)
             code = int(status.Status) if status else -1
-            if code not in STORED_STATUSES:
+            if code not in STORED:
                 raise DispatchError(f"{dest.name}: C-STORE of {ds.SOPInstanceUID} answered "
-                                    f"0x{code & 0xFFFF:04X}" if code >= 0 else
+                                    f"{hex4(code)}" if code >= 0 else
                                     f"{dest.name}: no C-STORE response for {ds.SOPInstanceUID}")
             if code:
                 event(log, "export.warning", logging.WARNING, destination=dest.name,
-                      sop=str(ds.SOPInstanceUID), status=f"0x{code:04X}")
+                      sop=str(ds.SOPInstanceUID), status=hex4(code))
     finally:
         assoc.release()
 

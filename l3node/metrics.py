@@ -1,6 +1,6 @@
 """Prometheus metrics of one node (``/metrics`` on the status server).
 
-Each :class:`~l3node.node.Node` owns its own registry, so several nodes in one process (the
+Each node owns its own registry, so several nodes in one process (the
 tests) do not share counters.  Counters count events since the process started — Prometheus
 handles the reset at a restart; the queue depth is read from the state database at scrape
 time, so it is right even for work left over from before a restart.
@@ -14,8 +14,13 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .state import StudyState
+from .state.views import pending_exports, state_counts
+
 # From a 5 mm study on a fast machine to a 1 mm whole-body study on 2 busy cores.
 LATENCY_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 600, 1800)
+
+WAITING = (StudyState.RECEIVING, StudyState.COMPLETE, StudyState.PROCESSING)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -60,12 +65,10 @@ class Metrics:
         if self._state_db is not None:
             db = self._state_db()
             try:
-                counts = dict(db.execute("SELECT state, COUNT(*) FROM study WHERE state IN "
-                                         "('receiving', 'complete', 'processing') GROUP BY state"))
-                for state in ("receiving", "complete", "processing"):
+                counts = state_counts(db)
+                for state in WAITING:
                     self.queue.labels(state).set(counts.get(state, 0))
-                self.pending_exports.set(db.execute(
-                    "SELECT COUNT(*) FROM export WHERE state = 'pending'").fetchone()[0])
+                self.pending_exports.set(pending_exports(db))
             except sqlite3.Error:
                 self.failures.labels("metrics").inc()
             finally:

@@ -12,8 +12,6 @@ import shutil
 import socket
 import sqlite3
 import ssl
-from collections.abc import Callable
-from enum import IntEnum
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
@@ -23,10 +21,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from .config import NodeConfig, TLSConfig
+from .config import NodeConfig, OtherStorage, TLSConfig
 from .logs import event
 from .metrics import Metrics
-from .spool import Spool, StoredInstance, StoreOutcome
+from .spool import Spool, StoreOutcome
+from .statuses import Status
 
 log = logging.getLogger(__name__)
 CT_CLASSES = (CTImageStorage, EnhancedCTImageStorage)
@@ -52,20 +51,13 @@ CT_TRANSFER_SYNTAXES = (
 )
 
 
-class StoreStatus(IntEnum):
-    """C-STORE statuses this SCP returns (PS3.4 B.2.3)."""
-
-    SUCCESS = 0x0000
-    OUT_OF_RESOURCES = 0xA700
-    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-    CANNOT_UNDERSTAND = 0xC000
+StoreStatus = Status  # the name the listener's callers know
 
 
 class Receiver:
     """Owns the pynetdicom server; :meth:`start` returns at once, :meth:`stop` drains."""
 
     def __init__(self, cfg: NodeConfig, spool: Spool,
-                 on_stored: Callable[[StoredInstance, str], None] | None = None,
                  disk_high_water_pct: float = 100.0, metrics: Metrics | None = None,
                  tls: TLSConfig | None = None) -> None:
         self.cfg = cfg
@@ -77,7 +69,6 @@ class Receiver:
         self.metrics = metrics
         self.high_water = disk_high_water_pct
         self.spool = spool
-        self.on_stored = on_stored
         self._server = None
         ae = AE(ae_title=cfg.ae_title)
         ae.maximum_associations = cfg.max_associations
@@ -87,7 +78,7 @@ class Receiver:
             ae.require_calling_aet = list(cfg.allowed_calling_ae_titles)
         ae.add_supported_context(Verification)
         classes = [cx.abstract_syntax for cx in AllStoragePresentationContexts] if (
-            cfg.other_storage == "ignore") else list(CT_CLASSES)
+            cfg.other_storage is OtherStorage.IGNORE) else list(CT_CLASSES)
         for uid in CT_CLASSES:
             ae.add_supported_context(uid, list(CT_TRANSFER_SYNTAXES))
         for uid in dict.fromkeys(classes):
@@ -144,7 +135,7 @@ class Receiver:
 
     # -- C-STORE ---------------------------------------------------------------------------
     def _on_store(self, ev: evt.Event) -> int:
-        """Check, write, acknowledge; count the outcome.  Returns a :class:`StoreStatus`."""
+        """Check, write, acknowledge; count the outcome; a :class:`~l3node.statuses.Status`."""
         status, outcome = self._store(ev)
         if self.metrics is not None:
             self.metrics.instances.labels(outcome).inc()
@@ -158,42 +149,41 @@ class Receiver:
         calling = ev.assoc.requestor.ae_title
         if sop_class not in CT_CLASSES:
             event(log, "instance.ignored", sop=sop_uid, sop_class=sop_class, reason="not CT")
-            return StoreStatus.SUCCESS, "ignored"
+            return Status.SUCCESS, "ignored"
         try:
             ds: Dataset = ev.dataset
             study = str(ds.get("StudyInstanceUID", "") or "")
             series = str(ds.get("SeriesInstanceUID", "") or "")
             ds_sop = str(ds.get("SOPInstanceUID", "") or "")
         except Exception as exc:
-            event(log, "instance.refused", logging.WARNING, sop=sop_uid, calling=calling,
-                  status="0xC000", reason=f"cannot parse: {exc}")
-            return StoreStatus.CANNOT_UNDERSTAND, "refused"
+            return _refused(Status.CANNOT_UNDERSTAND, logging.WARNING, sop_uid,
+                            f"cannot parse: {exc}")
         if self.disk_full():
-            event(log, "instance.refused", logging.ERROR, sop=sop_uid, status="0xA700",
-                  reason=f"spool disk above {self.high_water:g} %")
-            return StoreStatus.OUT_OF_RESOURCES, "refused"
+            return _refused(Status.OUT_OF_RESOURCES, logging.ERROR, sop_uid,
+                            f"spool disk above {self.high_water:g} %")
         if not study or not series:
-            event(log, "instance.refused", logging.WARNING, sop=sop_uid, status="0xA900",
-                  reason="no Study or Series Instance UID")
-            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, "refused"
+            return _refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, logging.WARNING, sop_uid,
+                            "no Study or Series Instance UID")
         if ds_sop and ds_sop != sop_uid:
-            event(log, "instance.refused", logging.WARNING, sop=sop_uid, status="0xA900",
-                  reason=f"dataset says SOP Instance UID {ds_sop}")
-            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, "refused"
+            return _refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, logging.WARNING, sop_uid,
+                            f"dataset says SOP Instance UID {ds_sop}")
         try:
             stored = self.spool.store(
                 ev.encoded_dataset(include_meta=True), sop_class_uid=sop_class,
                 sop_instance_uid=sop_uid, study_instance_uid=study, series_instance_uid=series,
                 calling_ae_title=calling)
         except (OSError, sqlite3.Error) as exc:
-            event(log, "instance.refused", logging.ERROR, sop=sop_uid, status="0xA700",
-                  reason=f"could not spool: {exc}")
-            return StoreStatus.OUT_OF_RESOURCES, "refused"
+            return _refused(Status.OUT_OF_RESOURCES, logging.ERROR, sop_uid,
+                            f"could not spool: {exc}")
         if stored.outcome is StoreOutcome.DUPLICATE:
             event(log, "instance.duplicate", sop=sop_uid, study=study)
-            return StoreStatus.SUCCESS, "duplicate"
+            return Status.SUCCESS, "duplicate"
         event(log, "instance.stored", logging.DEBUG, sop=sop_uid, series=series, study=study,
               calling=calling)
-        if self.on_stored is not None:
-            self.on_stored(stored, study)
-        return StoreStatus.SUCCESS, "stored"
+        return Status.SUCCESS, "stored"
+
+
+def _refused(status: Status, level: int, sop_uid: str, reason: str) -> tuple[Status, str]:
+    """Log a refused instance (UIDs only, no PHI) and answer it with ``status``."""
+    event(log, "instance.refused", level, sop=sop_uid, status=str(status), reason=reason)
+    return status, "refused"

@@ -1,4 +1,6 @@
-"""Find the axial CT series in a folder and order its slices; decode only what is asked.
+"""Read the CT series of a folder and order their slices; decode only what is asked.
+
+Which series of a folder is used is :mod:`l3node.select`'s decision, not this module's.
 
 Headers are read first (pixel data deferred, not read), so choosing a series and ordering it costs a
 fraction of decoding it; pixel data is decoded per slice, on demand, by :meth:`CTSeries.hu`.
@@ -12,7 +14,7 @@ scans alike.  This is the order ``truth.json`` of the phantom uses.
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 AXIAL_TOLERANCE_DEG = 5.0  # slice normal within this of the patient z axis
 GANTRY_TILT_TOLERANCE_DEG = 2.0  # slice stack direction vs slice normal
-MIN_SLICES = 8
+MIN_SLICES = 2  # to order a stack; how many a study needs is selection.min_slices
 LARGE_GAP_FACTOR = 3.0  # a gap this many times the usual spacing ...
 LARGE_GAP_MIN_MM = 12.0  # ... and at least this wide is an error
 MAX_MATRIX = 4096  # rows or columns beyond this are a corrupt header, not a CT image
@@ -229,7 +231,8 @@ def build_series(key: str, cand: _Candidate, skipped: list[tuple[Path, str]]) ->
     headers = cand.headers
     if len(headers) < MIN_SLICES:
         raise SeriesError(
-            f"series {key} has {len(headers)} slices; at least {MIN_SLICES} are needed"
+            f"series {key} has {len(headers)} slice(s); at least {MIN_SLICES} are needed to "
+            "order a stack"
         )
     sizes = sorted({(h[0].rows, h[0].columns) for h in headers})
     if len(sizes) > 1:
@@ -286,38 +289,3 @@ def build_series(key: str, cand: _Candidate, skipped: list[tuple[Path, str]]) ->
         description=cand.description,
         image_type=cand.image_type,
     )
-
-
-def load_series(folder: Path, series_uid: str | None = None) -> CTSeries:
-    """The axial CT series in ``folder`` (the one named, else the best candidate).
-
-    The best candidate is ORIGINAL/PRIMARY, not a localizer, valid, and has the most slices.
-    Raises :class:`SeriesError` naming every candidate's problem when none is usable.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SeriesError(f"{folder} is not a folder")
-    groups, skipped = scan_folder(folder)
-    if series_uid is not None:
-        groups = {k: v for k, v in groups.items() if k == series_uid}
-    if not groups:
-        why = Counter(w for _, w in skipped).most_common(3)  # say why, not only how many
-        detail = (f"; {len(skipped)} files skipped: " + "; ".join(
-            f"{w} ({n})" for w, n in why)) if skipped else ""
-        raise SeriesError(f"no CT series in {folder}{detail}")
-    ranked = sorted(groups.items(), key=lambda kv: _rank(kv[1]), reverse=True)
-    problems = []
-    for key, cand in ranked:
-        if cand.localizer:
-            problems.append(f"{key}: localizer/scout images")
-            continue
-        try:
-            return build_series(key, cand, skipped)
-        except SeriesError as exc:
-            problems.append(str(exc))
-    raise SeriesError("no usable axial CT series: " + "; ".join(problems))
-
-
-def _rank(c: _Candidate) -> tuple[int, int, int]:
-    return (int(not c.localizer), int(c.primary), len(c.headers))
-

@@ -1,4 +1,4 @@
-"""The spool (files, written atomically) and the state database (SQLite): the node's memory.
+"""The spool: received instances as files, written atomically, and recorded in the state.
 
 An instance is acknowledged only after its bytes are on disk under their final name (temp
 file, fsync, rename, fsync of the folder) and its row is committed.  The folder's fsync and
@@ -20,53 +20,20 @@ import re
 import shutil
 import sqlite3
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from .state import instances as rows
+from .state import open_db
+
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-class StudyState(StrEnum):
-    RECEIVING = "receiving"
-    COMPLETE = "complete"
-    PROCESSING = "processing"
-    DONE = "done"
-    NOT_FOUND = "not_found"
-    FAILED = "failed"
-    EXPORTED = "exported"
 
 
 class StoreOutcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
-
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS instance (
-    sop_instance_uid TEXT PRIMARY KEY,
-    sop_class_uid TEXT NOT NULL,
-    study_instance_uid TEXT NOT NULL,
-    series_instance_uid TEXT NOT NULL,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    calling_ae_title TEXT,
-    received_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instance_study ON instance(study_instance_uid);
-CREATE TABLE IF NOT EXISTS study (
-    study_instance_uid TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    first_instance_at REAL NOT NULL,
-    last_instance_at REAL NOT NULL,
-    instances INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 0,
-    exported_at REAL,
-    purged_at REAL
-);
-"""
 
 
 def safe_name(uid: str) -> str:
@@ -83,18 +50,14 @@ class StoredInstance:
 
 
 class Spool:
-    """Files under ``root/<study>/<series>/<sop>.dcm`` and their rows in ``db_path``."""
+    """Files under ``root/<study>/<series>/<sop>.dcm``, their rows in the state database
+    (:mod:`l3node.state.instances`) on a connection of the spool's own."""
 
     def __init__(self, root: Path, db_path: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one writer; SQLite serialises anyway
-        self.db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None,
-                                  timeout=30)  # wait for the scheduler's writes, not 0xA700
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = open_db(db_path)
         # A kill inside _write_atomic leaves its temp file; that instance was never
         # acknowledged (the sender sends it again), and the series loader would read the
         # debris as a second slice at the same position: sweep it before receiving.
@@ -118,28 +81,18 @@ class Spool:
         (the caller answers "out of resources") leaving no partial file behind."""
         path = self.path_for(study_instance_uid, series_instance_uid, sop_instance_uid)
         with self._lock:
-            row = self.db.execute("SELECT path FROM instance WHERE sop_instance_uid = ?",
-                                  (sop_instance_uid,)).fetchone()
-            if row is not None and Path(row[0]).is_file():
-                return StoredInstance(StoreOutcome.DUPLICATE, Path(row[0]))
+            known = rows.spooled_path(self.db, sop_instance_uid)
+            if known is not None and known.is_file():
+                return StoredInstance(StoreOutcome.DUPLICATE, known)
             _write_atomic(path, data, sync_dir=False)
             dir_synced = self._dir_syncer.submit(_fsync_dir, path.parent)
-            now = time.time()
             try:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute(
-                    "INSERT OR REPLACE INTO instance VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid,
-                     str(path), len(data), calling_ae_title, now))
-                self.db.execute(
-                    "INSERT INTO study (study_instance_uid, state, first_instance_at, "
-                    "last_instance_at, instances) VALUES (?, ?, ?, ?, 1) "
-                    "ON CONFLICT(study_instance_uid) DO UPDATE SET last_instance_at = "
-                    "excluded.last_instance_at, instances = instances + 1, state = ?",
-                    (study_instance_uid, StudyState.RECEIVING, now, now, StudyState.RECEIVING))
-                self.db.execute("COMMIT")
+                rows.record_instance(
+                    self.db, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+                    study_instance_uid=study_instance_uid,
+                    series_instance_uid=series_instance_uid, path=path, size=len(data),
+                    calling_ae_title=calling_ae_title)
             except sqlite3.Error:
-                self.db.execute("ROLLBACK")
                 with contextlib.suppress(OSError):
                     dir_synced.result()
                 path.unlink(missing_ok=True)
@@ -148,33 +101,25 @@ class Spool:
                 dir_synced.result()
             except OSError:
                 # the name may not be durable: no ack, and no row saying it is spooled
-                self.db.execute("DELETE FROM instance WHERE sop_instance_uid = ?",
-                                (sop_instance_uid,))
+                rows.forget_instance(self.db, sop_instance_uid)
                 raise
         return StoredInstance(StoreOutcome.STORED, path)
 
     def purge(self, study_uid: str) -> int:
         """Delete a study's spooled input (after export); the study row stays, marked."""
         with self._lock:
-            folder = self.root / safe_name(study_uid)
-            n = self.db.execute("DELETE FROM instance WHERE study_instance_uid = ?",
-                                (study_uid,)).rowcount
-            shutil.rmtree(folder, ignore_errors=True)
-            self.db.execute("UPDATE study SET purged_at = ? WHERE study_instance_uid = ?",
-                            (time.time(), study_uid))
+            n = rows.forget_study_instances(self.db, study_uid)
+            shutil.rmtree(self.root / safe_name(study_uid), ignore_errors=True)
         return n
 
+    def study_folder(self, study_uid: str) -> Path:
+        return self.root / safe_name(study_uid)
+
     def instances(self, study_uid: str) -> list[tuple[str, Path]]:
-        rows = self.db.execute(
-            "SELECT sop_instance_uid, path FROM instance WHERE study_instance_uid = ? "
-            "ORDER BY received_at", (study_uid,)).fetchall()
-        return [(r[0], Path(r[1])) for r in rows]
+        return rows.study_instances(self.db, study_uid)
 
     def studies(self) -> list[dict]:
-        cur = self.db.execute("SELECT study_instance_uid, state, instances, last_instance_at, "
-                              "version FROM study ORDER BY last_instance_at DESC")
-        return [dict(zip(("study_instance_uid", "state", "instances", "last_instance_at",
-                          "version"), r, strict=True)) for r in cur.fetchall()]
+        return rows.studies(self.db)
 
 
 def _fsync_dir(folder: Path) -> None:

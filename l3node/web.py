@@ -14,29 +14,39 @@ import contextlib
 import hmac
 import io
 import logging
-import shutil
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from flask import Flask, Response, abort, render_template, request, url_for
 
+from .config import Config, WebConfig
 from .logs import event
-from .node import study_status
-
-if TYPE_CHECKING:
-    from .node import Node
+from .metrics import Metrics
+from .state.views import key_image, state_counts, study_status
 
 log = logging.getLogger(__name__)
 THUMB_PX = 160
 RECENT = 50
 
 
-def create_app(node: Node, token: str | None = None) -> Flask:
+class Observed(Protocol):
+    """What the page reads from a running node (:class:`l3node.node.Node` is one)."""
+
+    cfg: Config
+    metrics: Metrics
+
+    def reader(self) -> sqlite3.Connection: ...
+
+    def health(self) -> dict: ...
+
+
+def create_app(node: Observed, token: str | None = None) -> Flask:
     """The Flask app over one node; ``token`` (if any) guards every route but /healthz."""
     app = Flask(__name__)
     connect: Callable[[], sqlite3.Connection] = node.reader
@@ -62,17 +72,17 @@ def create_app(node: Node, token: str | None = None) -> Flask:
         db = connect()
         try:
             studies = study_status(db, limit=RECENT)
-            counts = dict(db.execute("SELECT state, COUNT(*) FROM study GROUP BY state"))
+            counts = state_counts(db)
         finally:
             db.close()
         for s in studies:
             s["thumb"] = _url("thumbnail", study_uid=s["study_instance_uid"]) if (
-                _axial_sc(s["files"])) else None
+                key_image(s)) else None
             last = s["last_instance_at"]
             s["latency_s"] = s["exported_at"] - last if s["exported_at"] else None
         return render_template("status.html", node=node.cfg.node, studies=studies,
-                               counts=counts, health=health(node), now=time.time(),
-                               destinations=[d.name for d in node.destinations],
+                               counts=counts, health=node.health(), now=time.time(),
+                               destinations=[d.name for d in node.cfg.destinations],
                                metrics_url=_url("metrics"), fmt_time=_fmt_time)
 
     @app.get("/study/<study_uid>/l3.png")
@@ -82,7 +92,7 @@ def create_app(node: Node, token: str | None = None) -> Flask:
             rows = study_status(db, study_uid=study_uid)
         finally:
             db.close()
-        path = _axial_sc(rows[0]["files"]) if rows else None
+        path = key_image(rows[0]) if rows else None
         if path is None or not path.is_file():
             abort(404)
         return Response(_png_thumbnail(path), mimetype="image/png",
@@ -96,37 +106,10 @@ def create_app(node: Node, token: str | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> tuple[dict, int]:
-        h = health(node)
+        h = node.health()
         return h, 200 if h["ok"] else 503
 
     return app
-
-
-def health(node: Node) -> dict:
-    """Listener up, scheduler running, state database readable, spool below high water."""
-    checks: dict[str, bool] = {
-        "listener": node.receiver.running,
-        "scheduler": bool(node.scheduler.running),
-    }
-    try:
-        db = node.reader()
-        try:
-            db.execute("SELECT COUNT(*) FROM study").fetchone()
-        finally:
-            db.close()
-        checks["state_db"] = True
-    except sqlite3.Error:
-        checks["state_db"] = False
-    usage = shutil.disk_usage(node.spool.root)
-    pct = 100.0 * usage.used / usage.total
-    checks["spool_disk"] = pct < node.cfg.housekeeping.disk_high_water_pct
-    return {"ok": all(checks.values()), "checks": checks, "spool_disk_pct": round(pct, 1)}
-
-
-def _axial_sc(files: list[str]) -> Path | None:
-    """The key image: compose() writes the axial Secondary Capture (or the not-found one)
-    first, the KOS last."""
-    return Path(files[0]) if files and not Path(files[0]).name.startswith("KO-") else None
 
 
 def _png_thumbnail(path: Path) -> bytes:
@@ -151,7 +134,21 @@ def _fmt_time(t: float | None) -> str:
 class StatusServer:
     """waitress in a daemon thread; :meth:`stop` closes the socket and joins."""
 
-    def __init__(self, node: Node, host: str, port: int, token: str | None) -> None:
+    @classmethod
+    def from_config(cls, w: WebConfig, node: Observed) -> StatusServer:
+        """Bound now (so a taken port or a missing token fails before the node listens)."""
+        token = None
+        if w.token_env:
+            token = os.environ.get(w.token_env)
+            if not token:
+                raise RuntimeError(f"web.token_env: environment variable {w.token_env} is "
+                                   "not set (the status page would be open without a token)")
+        try:
+            return cls(node, w.host, w.port, token)
+        except OSError as exc:
+            raise OSError(f"web: cannot listen on {w.host}:{w.port}: {exc}") from exc
+
+    def __init__(self, node: Observed, host: str, port: int, token: str | None) -> None:
         from waitress.server import create_server
 
         self.server = create_server(create_app(node, token), host=host, port=port, threads=2,

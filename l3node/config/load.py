@@ -1,10 +1,10 @@
-"""One validated configuration, loaded once at start and passed down (TOML).
+"""Read and validate the TOML configuration, once, at start.
 
 Sections: ``[node]`` (the DICOM listener), ``[paths]``, ``[scheduler]``, ``[model]``,
 ``[retry]``, ``[results]``, ``[housekeeping]``, ``[selection]``, ``[web]`` (status page),
 ``[logging]``, ``[tls]`` (DICOM TLS) and ``[[destinations]]``.  Every value is checked here
-with a message naming the key and the value, and unknown keys are errors (a typo must not
-silently fall back to a default).  Defaults live in the dataclasses, nowhere else.
+(or by its dataclass, where values depend on each other) with a message naming the key and
+the value, and unknown keys are errors: a typo must not silently fall back to a default.
 """
 
 from __future__ import annotations
@@ -12,152 +12,31 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-# PS3.5 AE: up to 16 characters of the default repertoire, no backslash or control
-# characters; leading/trailing spaces are not significant, so refuse them outright.
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
-
-
-class ConfigError(ValueError):
-    """The configuration file is wrong; the message says where and how."""
-
-
-def check_ae_title(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not _AE_RE.match(value) or value != value.strip():
-        raise ConfigError(
-            f"{key}: an AE title is 1-16 characters (no backslash or control characters, no "
-            f"leading or trailing spaces), got {value!r}"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """The Storage SCP: who may connect, and how much."""
-
-    ae_title: str = "L3NODE"
-    host: str = "0.0.0.0"
-    port: int = 11112
-    require_called_ae_title: bool = True
-    allowed_calling_ae_titles: tuple[str, ...] = ()  # empty: any
-    max_associations: int = 8
-    max_pdu: int = 262144
-    other_storage: str = "ignore"  # storage SOP classes other than CT: ignore | reject
-    allowed_hosts: tuple[str, ...] = ()  # peer IP addresses allowed to connect; empty: any
-
-
-@dataclass(frozen=True)
-class PathsConfig:
-    spool: Path = Path("/var/lib/l3node/spool")
-    state_db: Path = Path("/var/lib/l3node/state.db")
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    study_quiet_s: float = 60.0  # complete after this long without a new instance ...
-    study_max_wait_s: float = 1800.0  # ... or this long after the first one
-    poll_s: float = 2.0
-    batch_size: int = 4
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    path: Path = Path("models/default")
-    device: str = "cpu"
-    precision: str = "fp32"
-    batch_size: int = 4  # ResNet50 working memory; ONNX Runtime is no faster with larger
-    runtime: str = "auto"  # auto | torch | onnxruntime (see l3node.localize.runtime)
-
-
-@dataclass(frozen=True)
-class RetryConfig:
-    max_attempts: int = 6
-    backoff_s: float = 10.0
-    backoff_max_s: float = 600.0
-
-
-@dataclass(frozen=True)
-class SelectionConfig:
-    """Which series of a study the localizer runs on (see l3node.node.select_series)."""
-
-    min_slices: int = 8
-    prefer_primary: bool = True  # ORIGINAL/PRIMARY before DERIVED/SECONDARY
-    prefer: str = "thinnest"  # tie-break after coverage: thinnest | thickest
-
-
-@dataclass(frozen=True)
-class HousekeepingConfig:
-    retention_h: float = 24.0  # delete spooled input this long after a successful export
-    disk_high_water_pct: float = 90.0  # above this disk use, refuse instances (0xA700)
-
-
-@dataclass(frozen=True)
-class ResultsConfig:
-    not_found_sc: bool = True
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    """The status page, ``/metrics`` and ``/healthz`` (l3node.web)."""
-
-    enabled: bool = False  # the example configuration turns it on
-    host: str = "127.0.0.1"  # localhost only unless the admin opens it
-    port: int = 8080
-    token_env: str = ""  # environment variable holding a token the page requires; "" = none
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    """One line per event (l3node.logs); UIDs optionally hashed."""
-
-    level: str = "INFO"
-    format: str = "text"  # text | json
-    hash_uids: bool = False
-
-
-@dataclass(frozen=True)
-class TLSConfig:
-    """DICOM TLS (see l3node.tls): the listener's, and the client side of ``tls = true``
-    destinations.  Paths are PEM files."""
-
-    enabled: bool = False  # the listener speaks TLS only (node.port; no plain port beside)
-    cert: Path | None = None  # this node's certificate (chain), shown to senders and PACS
-    key: Path | None = None  # its private key (unencrypted PEM; keep it 0600)
-    ca: Path | None = None  # CA certificates trusted for senders and destinations
-    require_client_cert: bool = True  # listener: senders need a certificate from tls.ca
-
-
-@dataclass(frozen=True)
-class DestinationConfig:
-    name: str
-    kind: str  # dimse | stowrs | folder
-    ae_title: str = ""
-    host: str = ""
-    port: int = 0
-    path: Path | None = None
-    url: str = ""  # stowrs: the DICOMweb root, e.g. http://pacs:8042/dicom-web
-    token_env: str = ""  # stowrs: environment variable holding a bearer token (never logged)
-    tls: bool = False  # dimse: DICOM TLS with the [tls] certificates
-
-
-@dataclass(frozen=True)
-class Config:
-    node: NodeConfig = field(default_factory=NodeConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    results: ResultsConfig = field(default_factory=ResultsConfig)
-    housekeeping: HousekeepingConfig = field(default_factory=HousekeepingConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    web: WebConfig = field(default_factory=WebConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    tls: TLSConfig = field(default_factory=TLSConfig)
-    destinations: tuple[DestinationConfig, ...] = ()
-    source: Path | None = None
+from .schema import (
+    Config,
+    ConfigError,
+    DestinationConfig,
+    DestinationKind,
+    HousekeepingConfig,
+    LoggingConfig,
+    ModelConfig,
+    NodeConfig,
+    OtherStorage,
+    PathsConfig,
+    Prefer,
+    ResultsConfig,
+    RetryConfig,
+    SchedulerConfig,
+    SelectionConfig,
+    TLSConfig,
+    WebConfig,
+    check_ae_title,
+    choice,
+)
 
 
 def _section(cls: type, raw: dict, name: str) -> dict:
@@ -206,9 +85,8 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
             except ValueError as exc:
                 raise ConfigError(f"node.allowed_hosts: {a!r} is not an IP address") from exc
         n["allowed_hosts"] = tuple(v)
-    if n.get("other_storage", "ignore") not in ("ignore", "reject"):
-        raise ConfigError(f'node.other_storage: must be "ignore" or "reject", got '
-                          f"{n['other_storage']!r}")
+    if "other_storage" in n:
+        n["other_storage"] = choice(OtherStorage, n["other_storage"], "node.other_storage")
     if not isinstance(n.get("require_called_ae_title", True), bool):
         raise ConfigError("node.require_called_ae_title: must be true or false")
     p = _section(PathsConfig, raw.get("paths", {}), "paths")
@@ -227,17 +105,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     if "path" in m:
         mp = Path(m["path"])
         m["path"] = mp if mp.is_absolute() or base is None else base / mp
-    if m.get("device", "cpu") not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f'model.device: must be cpu, cuda or auto, got {m["device"]!r}')
-    if m.get("precision", "fp32") not in ("fp32", "bf16"):
-        raise ConfigError(f'model.precision: must be fp32 or bf16, got {m["precision"]!r}')
-    if m.get("runtime", "auto") not in ("auto", "torch", "onnxruntime"):
-        raise ConfigError(f'model.runtime: must be auto, torch or onnxruntime, got '
-                          f'{m["runtime"]!r}')
-    if m.get("runtime") == "onnxruntime" and (m.get("precision", "fp32") != "fp32"
-                                              or m.get("device", "cpu") != "cpu"):
-        raise ConfigError('model.runtime: "onnxruntime" runs fp32 on the CPU only '
-                          '(precision = "fp32", device = "cpu"); use "auto" or "torch"')
+    model = ModelConfig(**m)  # checks device, precision, runtime and their combination
     r = _section(RetryConfig, raw.get("retry", {}), "retry")
     if "max_attempts" in r:
         _int(r["max_attempts"], "retry.max_attempts", 1, 1000)
@@ -245,9 +113,8 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     sel = _section(SelectionConfig, raw.get("selection", {}), "selection")
     if "min_slices" in sel:
         _int(sel["min_slices"], "selection.min_slices", 2, 100000)
-    if sel.get("prefer", "thinnest") not in ("thinnest", "thickest"):
-        raise ConfigError(f'selection.prefer: must be "thinnest" or "thickest", got '
-                          f"{sel['prefer']!r}")
+    if "prefer" in sel:
+        sel["prefer"] = choice(Prefer, sel["prefer"], "selection.prefer")
     hk = _section(HousekeepingConfig, raw.get("housekeeping", {}), "housekeeping")
     if "retention_h" in hk and (not isinstance(hk["retention_h"], int | float)
                                 or hk["retention_h"] < 0):
@@ -276,34 +143,31 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         if d["name"] in names:
             raise ConfigError(f"{where}: the name {d['name']!r} is used twice")
         names.add(d["name"])
-        kind = d.get("kind")
-        if kind == "dimse":
+        kind = d["kind"] = choice(DestinationKind, d.get("kind"), f"{where}.kind")
+        if kind is DestinationKind.DIMSE:
             for key in ("ae_title", "host", "port"):
                 if key not in d:
                     raise ConfigError(f"{where} ({d['name']}): a dimse destination needs {key}")
             check_ae_title(d["ae_title"], f"{where}.ae_title")
             _int(d["port"], f"{where}.port", 1, 65535)
-        elif kind == "stowrs":
+        elif kind is DestinationKind.STOWRS:
             url = d.get("url", "")
             if not isinstance(url, str) or not re.match(r"^https?://", url):
                 raise ConfigError(f"{where}.url: a stowrs destination needs an http(s) URL, "
                                   f"got {url!r}")
-        elif kind == "folder":
+        else:
             if "path" not in d:
                 raise ConfigError(f"{where} ({d['name']}): a folder destination needs path")
             fp = Path(d["path"])
             d["path"] = fp if fp.is_absolute() or base is None else base / fp
-        else:
-            raise ConfigError(f'{where}.kind: must be "dimse", "stowrs" or "folder", got '
-                              f"{kind!r}")
         if not isinstance(d.get("tls", False), bool):
             raise ConfigError(f"{where}.tls: must be true or false, got {d['tls']!r}")
-        if d.get("tls") and kind != "dimse":
+        if d.get("tls") and kind is not DestinationKind.DIMSE:
             raise ConfigError(f"{where}.tls: DICOM TLS is for dimse destinations (a stowrs "
                               f"destination uses an https:// URL)")
         dests.append(DestinationConfig(**d))
     return Config(node=NodeConfig(**n), paths=PathsConfig(**p),
-                  scheduler=SchedulerConfig(**sch), model=ModelConfig(**m),
+                  scheduler=SchedulerConfig(**sch), model=model,
                   retry=RetryConfig(**r), results=ResultsConfig(**res),
                   housekeeping=HousekeepingConfig(**hk), selection=SelectionConfig(**sel),
                   web=web, logging=LoggingConfig(**lg), tls=tls,

@@ -1,5 +1,5 @@
-"""The L3 localizer: series loading, preprocessing, ResNet50, the L3 decision.
+"""The L3 localizer: preprocessing, ResNet50, the L3 decision, the anatomical check.
 
-Kept import-light: ``l3node.localize.series`` and ``.decision`` need no torch; ``.model`` and
+Kept import-light: ``.decision`` needs no torch; ``.model`` and
 ``.localizer`` import it.
 """

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..config import Device, ModelConfig, Runtime
+from ..series import CTSeries
 from .decision import Decision, decide
-from .model import LoadedModel
+from .model import LoadedModel, load_artifact
 from .opinion import Opinion, combine
-from .preprocess import preprocess
+from .preprocess import context_neighbours, preprocess
 from .runtime import OnnxNet, resolve_runtime
-from .series import CTSeries
 
 
 @dataclass
@@ -44,7 +45,6 @@ class Result:
     evaluated: int
     decision: Decision | None = None
     probs: np.ndarray | None = None
-    z_mm: np.ndarray | None = None
     timings: Timings = field(default_factory=Timings)
     reason: str = ""
     opinion: Opinion | None = None  # the anatomical second opinion (vertebra count)
@@ -54,39 +54,45 @@ class Result:
         return self.decision.index if self.decision else None
 
 
-def pick_device(name: str = "auto") -> str:
-    if name == "auto":
+def pick_device(name: Device | str = Device.AUTO) -> str:
+    """The torch device for a configured :class:`Device`; "auto" is CUDA when present."""
+    name = Device(name)
+    if name is Device.AUTO:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+    if name is Device.CUDA and not torch.cuda.is_available():
         raise ValueError('device "cuda" was asked for but no CUDA device is available')
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f'device must be one of cpu, cuda, auto; got {name!r}')
-    return name
+    return name.value
 
 
 class Localizer:
-    """Holds a loaded model; :meth:`run` localizes L3 in one series."""
+    """Holds a loaded model; :meth:`run` localizes L3 in one series.
 
-    def __init__(self, model: LoadedModel, batch_size: int = 16, precision: str = "fp32",
-                 device: str = "cpu", runtime: str = "auto") -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f'precision must be "fp32" or "bf16", got {precision!r}')
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    ``settings`` (a validated :class:`ModelConfig`) says how it runs: device, precision,
+    runtime, batch size; its ``path`` is used by :meth:`open` only.
+    """
+
+    def __init__(self, model: LoadedModel, settings: ModelConfig | None = None) -> None:
+        settings = settings or ModelConfig()
+        self.settings = settings
         self.model = model
-        self.batch_size = batch_size
-        self.precision = precision
-        self.device = device
+        self.batch_size = settings.batch_size
+        self.precision = settings.precision
+        self.device = device = pick_device(settings.device)
         if device == "cpu":
             torch.set_num_threads(max(1, os.cpu_count() or 1))
-        self.runtime = resolve_runtime(runtime, precision, device)
+        self.runtime = resolve_runtime(settings.runtime, settings.precision, device)
         self.net: Callable[[torch.Tensor], torch.Tensor]
-        if self.runtime == "onnxruntime":
+        if self.runtime is Runtime.ONNXRUNTIME:
             self.net, self.model = OnnxNet.from_model(model)
         elif model.net is None:
             raise ValueError("this model's PyTorch network was released; load it again")
         else:
             self.net = model.net.to(device).to(memory_format=torch.channels_last).eval()
+
+    @classmethod
+    def open(cls, settings: ModelConfig) -> Localizer:
+        """Load the artifact at ``settings.path`` onto the configured device."""
+        return cls(load_artifact(settings.path, device=pick_device(settings.device)), settings)
 
     # -- per-series state -------------------------------------------------------------------
     def run(self, series: CTSeries, exhaustive: bool = False) -> Result:
@@ -120,7 +126,7 @@ class Localizer:
         decision, opinion = combine(series, decide(z, profile, params), params)
         self._t.total_s = time.perf_counter() - t0
         return Result(status=decision.status, slice_count=n, evaluated=int(done.sum()),
-                      decision=decision, probs=profile, z_mm=z, timings=self._t,
+                      decision=decision, probs=profile, timings=self._t,
                       reason=decision.reason, opinion=opinion)
 
     def _slices(self, idx: list[int]) -> np.ndarray:
@@ -147,8 +153,7 @@ class Localizer:
             one = self._slices(idx)
             return np.repeat(one[:, None], 3, axis=1)
         z = self._series.z_mm
-        up = [int(np.argmin(np.abs(z - (z[i] + spec.context_offset_mm)))) for i in idx]
-        down = [int(np.argmin(np.abs(z - (z[i] - spec.context_offset_mm)))) for i in idx]
+        up, down = (n.tolist() for n in context_neighbours(z, idx, spec.context_offset_mm))
         allx = self._slices(sorted(set(idx) | set(up) | set(down)))
         pos = {i: k for k, i in enumerate(sorted(set(idx) | set(up) | set(down)))}
         return np.stack([np.stack([allx[pos[u]], allx[pos[i]], allx[pos[d]]])

@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
+from ..series import CTSeries
 from .decision import Decision, DecisionParams, middle_index
-from .series import CTSeries
 
 log = logging.getLogger(__name__)
 

@@ -35,20 +35,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import Precision, Runtime
 from .model import LoadedModel, load_artifact
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
 
-
-def resolve_runtime(runtime: str, precision: str, device: str) -> str:
-    """``torch`` or ``onnxruntime`` for this precision and device; ValueError if impossible."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
-    if runtime == "auto":
-        return "onnxruntime" if precision == "fp32" and device == "cpu" else "torch"
-    if runtime == "onnxruntime" and (precision != "fp32" or device != "cpu"):
-        raise ValueError(f'runtime "onnxruntime" runs fp32 on the CPU only; got precision '
-                         f"{precision!r} on {device!r} (use runtime torch or auto)")
+def resolve_runtime(runtime: Runtime, precision: Precision, device: str) -> Runtime:
+    """The engine "auto" means for this precision and device (ONNX Runtime exactly where it
+    helps and is exact: fp32 on the CPU).  Impossible combinations were refused when the
+    :class:`~l3node.config.ModelConfig` was built."""
+    runtime, precision = Runtime(runtime), Precision(precision)
+    if runtime is Runtime.AUTO:
+        return Runtime.ONNXRUNTIME if precision is Precision.FP32 and device == "cpu" \
+            else Runtime.TORCH
     return runtime
 
 

@@ -1,0 +1,70 @@
+"""The export queue's policy: deliver each pending result set, retry with backoff, give up.
+
+A failed attempt waits ``retry.backoff_s`` × 2^(attempt − 1), at most ``backoff_max_s``;
+after ``max_attempts`` the export is failed and stays so until ``l3node retry``.  The rows
+are :mod:`l3node.state.exports`'; the transports are :mod:`l3node.dispatch`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+from .config import Config, RetryConfig
+from .dispatch import DispatchError, send
+from .logs import event
+from .metrics import Metrics
+from .state import exports as queue
+
+log = logging.getLogger(__name__)
+
+
+def backoff_s(attempts: int, rc: RetryConfig) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones."""
+    return min(rc.backoff_s * 2 ** (attempts - 1), rc.backoff_max_s)
+
+
+class Exporter:
+    """Runs the due deliveries of the queue (from the scheduler's thread)."""
+
+    def __init__(self, cfg: Config, db: sqlite3.Connection, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.db = db
+        self.metrics = metrics
+        self.destinations = {d.name: d for d in cfg.destinations}
+
+    def run_due(self) -> None:
+        for due in queue.due(self.db, time.time()):
+            dest = self.destinations.get(due.destination)
+            if dest is None:  # removed from the configuration since: left pending
+                continue
+            try:
+                send(dest, due.files, self.cfg.node.ae_title, tls=self.cfg.tls)
+            except (DispatchError, OSError) as exc:
+                self._failed_attempt(due, str(exc))
+                continue
+            latency = queue.mark_sent(self.db, due, time.time())
+            self.metrics.exports.labels(due.destination, "sent").inc()
+            event(log, "export.sent", study=due.study_uid, version=due.version,
+                  destination=due.destination)
+            if latency is not None:
+                self.metrics.latency_seconds.observe(latency)
+                event(log, "study.exported", study=due.study_uid, version=due.version,
+                      latency_s=round(latency, 2))
+
+    def _failed_attempt(self, due: queue.Due, error: str) -> None:
+        attempts = due.attempts + 1
+        rc = self.cfg.retry
+        self.metrics.failures.labels("export").inc()
+        common = {"study": due.study_uid, "version": due.version,
+                  "destination": due.destination, "attempts": attempts, "reason": error}
+        if attempts >= rc.max_attempts:
+            queue.mark_failed(self.db, due, attempts, error)
+            self.metrics.exports.labels(due.destination, "failed").inc()
+            event(log, "export.failed", logging.ERROR, **common)
+            return
+        delay = backoff_s(attempts, rc)
+        queue.mark_retry(self.db, due, attempts, time.time() + delay, error)
+        self.metrics.exports.labels(due.destination, "retry").inc()
+        event(log, "export.retry", logging.WARNING, retry_in_s=delay, **common)

@@ -1,0 +1,94 @@
+"""One claimed study through the stages: select a series → localize → compose → record.
+
+:meth:`Pipeline.run` returns the run's :class:`~l3node.state.studies.Outcome` after
+recording it (with one pending export per destination when there are objects to deliver);
+any exception inside a run becomes a ``failed`` outcome with its reason, so one bad study
+never stops the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .compose import compose
+from .config import Config
+from .logs import event
+from .metrics import Metrics
+from .select import select_series
+from .spool import safe_name
+from .state import StudyState
+from .state.studies import Outcome, record_outcome
+
+if TYPE_CHECKING:
+    from .localize.localizer import Localizer
+
+log = logging.getLogger(__name__)
+METRIC_RESULT = {StudyState.DONE: "found", StudyState.NOT_FOUND: "not_found"}
+
+
+class Pipeline:
+    """Processes claimed studies from the spool; results go under ``results_root``."""
+
+    def __init__(self, cfg: Config, db: sqlite3.Connection, metrics: Metrics,
+                 localizer: Callable[[], Localizer], spool_root: Path) -> None:
+        self.cfg = cfg
+        self.db = db
+        self.metrics = metrics
+        self.localizer = localizer
+        self.spool_root = Path(spool_root)
+        self.results_root = self.spool_root / "_results"
+
+    def run(self, study_uid: str, version: int) -> Outcome:
+        t0 = time.perf_counter()
+        try:
+            outcome = self._localize(study_uid, version, t0)
+        except Exception as exc:
+            event(log, "study.failed", logging.ERROR, exc_info=True, study=study_uid,
+                  version=version, reason=str(exc))
+            outcome = Outcome(study_uid, version, StudyState.FAILED, "error", reason=str(exc))
+        outcome.seconds = time.perf_counter() - t0
+        record_outcome(self.db, outcome, [d.name for d in self.cfg.destinations])
+        result = METRIC_RESULT.get(outcome.state, "failed")
+        self.metrics.studies.labels(result).inc()
+        self.metrics.processing_seconds.observe(outcome.seconds)
+        if result == "failed":
+            self.metrics.failures.labels("processing").inc()
+        return outcome
+
+    def _localize(self, study_uid: str, version: int, t0: float) -> Outcome:
+        sel = select_series(self.spool_root / safe_name(study_uid), self.cfg.selection)
+        if sel.series is None:
+            return Outcome(study_uid, version, StudyState.FAILED, "no_series",
+                           reason=f"no usable CT series ({sel.why_none()})"[:2000],
+                           skipped=sel.skipped)
+        series = sel.series
+        loc = self.localizer()
+        res = loc.run(series)
+        d = res.decision
+        index = d.index if res.status == "found" and d is not None else None
+        composed = compose(series, index, d.confidence if index is not None else 0.0,
+                           loc.model.spec.version,
+                           self.results_root / safe_name(study_uid) / f"v{version}",
+                           reason=res.reason,
+                           not_found_sc_enabled=self.cfg.results.not_found_sc,
+                           anatomy=res.opinion.banner() if res.opinion else "")
+        sl = series.slices[index] if index is not None else None
+        outcome = Outcome(
+            study_uid, version, StudyState.DONE if sl else StudyState.NOT_FOUND, res.status,
+            reason=res.reason, series_uid=series.series_instance_uid, l3_index=index,
+            l3_sop_instance_uid=sl.sop_instance_uid if sl else None,
+            z_mm=sl.z_mm if sl else None,
+            confidence=d.confidence if sl and d is not None else None, skipped=sel.skipped,
+            objects=[{"kind": o.kind, "path": str(o.path),
+                      "sop_instance_uid": o.sop_instance_uid} for o in composed.objects])
+        event(log, "study.processed", study=study_uid, version=version, status=res.status,
+              series=series.series_instance_uid, l3_index=index,
+              seconds=round(time.perf_counter() - t0, 2),
+              evaluated=res.evaluated, slices=res.slice_count,
+              anatomy=res.opinion.agreement if res.opinion else None)
+        return outcome

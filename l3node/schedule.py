@@ -1,0 +1,85 @@
+"""When work happens: the APScheduler job that completes studies, claims and runs them,
+delivers results and purges old input.
+
+A study is complete after ``scheduler.study_quiet_s`` without a new instance, or
+``study_max_wait_s`` after its first (the fallback for senders that never go quiet).  Each
+tick runs up to ``batch_size`` complete studies, one at a time (the model uses every core),
+then the due exports, then retention.  ``max_instances=1``: a tick never overlaps the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .config import HousekeepingConfig, SchedulerConfig
+from .logs import event
+from .spool import Spool
+from .state import studies
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Owns the background job; ``run_study(uid, version)`` processes one claimed study and
+    ``deliver()`` runs the due exports."""
+
+    def __init__(self, cfg: SchedulerConfig, housekeeping: HousekeepingConfig,
+                 db: sqlite3.Connection, spool: Spool,
+                 run_study: Callable[[str, int], object], deliver: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.housekeeping_cfg = housekeeping
+        self.db = db
+        self.spool = spool
+        self.run_study = run_study
+        self.deliver = deliver
+        self._lock = threading.Lock()
+        self._jobs = BackgroundScheduler(timezone="UTC")
+
+    @property
+    def running(self) -> bool:
+        return bool(self._jobs.running)
+
+    def resume(self) -> None:
+        """Before anything starts: re-run what a killed process left processing."""
+        n = studies.resume_interrupted(self.db)
+        if n:
+            event(log, "node.resuming", studies=n, reason="interrupted while processing")
+
+    def start(self) -> None:
+        """Once the listener is up: studies still receiving get a fresh quiet period from
+        now (their senders' associations died with the last process; they send again —
+        the downtime and the model's loading were no sender's silence), then tick."""
+        studies.restart_quiet_periods(self.db, time.time())
+        self._jobs.add_job(self.tick, "interval", seconds=self.cfg.poll_s, max_instances=1,
+                           coalesce=True, id="tick")
+        self._jobs.start()
+
+    def stop(self) -> None:
+        """Wait for the running tick (its study finishes and is recorded), then stop."""
+        if self._jobs.running:
+            self._jobs.shutdown(wait=True)
+
+    def tick(self) -> None:
+        with self._lock:
+            now = time.time()
+            studies.mark_complete(self.db, now, self.cfg.study_quiet_s,
+                                  self.cfg.study_max_wait_s)
+            for uid in studies.complete_batch(self.db, self.cfg.batch_size):
+                version = studies.claim(self.db, uid)
+                if version is not None:
+                    self.run_study(uid, version)
+            self.deliver()
+            self.purge_expired()
+
+    def purge_expired(self) -> None:
+        """Delete spooled input of studies exported more than ``retention_h`` ago."""
+        cutoff = time.time() - 3600.0 * self.housekeeping_cfg.retention_h
+        for uid in studies.expired(self.db, cutoff):
+            n = self.spool.purge(uid)
+            event(log, "study.purged", study=uid, instances=n, reason="retention")

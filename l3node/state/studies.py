@@ -1,0 +1,118 @@
+"""The scheduler's rows: when a study is complete, who processes it, what the run found.
+
+A study is claimed by one atomic UPDATE (complete → processing, version + 1), so a run never
+starts twice; its :class:`Outcome` is recorded with the export rows it needs in one
+transaction, and the study's state moves on only if nothing new arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .db import ExportState, StudyState
+
+
+@dataclass
+class Outcome:
+    """What one processing run of a study produced — the ``result`` row it becomes."""
+
+    study_uid: str
+    version: int
+    state: StudyState  # done | not_found | failed
+    status: str  # found | not_found | no_series | error
+    reason: str = ""
+    series_uid: str | None = None
+    l3_index: int | None = None
+    l3_sop_instance_uid: str | None = None
+    z_mm: float | None = None
+    confidence: float | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    objects: list[dict] = field(default_factory=list)  # {kind, path, sop_instance_uid}
+    seconds: float = 0.0
+
+    @property
+    def files(self) -> list[Path]:
+        return [Path(o["path"]) for o in self.objects]
+
+
+def resume_interrupted(db: sqlite3.Connection) -> int:
+    """Studies a killed process left processing are complete again (re-run from scratch)."""
+    return db.execute("UPDATE study SET state = ? WHERE state = ?",
+                      (StudyState.COMPLETE, StudyState.PROCESSING)).rowcount
+
+
+def restart_quiet_periods(db: sqlite3.Connection, now: float) -> None:
+    """A study still receiving at start gets a fresh quiet period: the downtime was no
+    sender's silence (its association died with the last process; it sends again)."""
+    db.execute("UPDATE study SET last_instance_at = ? WHERE state = ?",
+               (now, StudyState.RECEIVING))
+
+
+def mark_complete(db: sqlite3.Connection, now: float, quiet_s: float,
+                  max_wait_s: float) -> int:
+    """Receiving studies quiet for ``quiet_s``, or open for ``max_wait_s``, are complete."""
+    return db.execute(
+        "UPDATE study SET state = ? WHERE state = ? AND (last_instance_at < ? OR "
+        "first_instance_at < ?)", (StudyState.COMPLETE, StudyState.RECEIVING,
+                                   now - quiet_s, now - max_wait_s)).rowcount
+
+
+def complete_batch(db: sqlite3.Connection, limit: int) -> list[str]:
+    """Up to ``limit`` complete studies, longest waiting first."""
+    return [r[0] for r in db.execute(
+        "SELECT study_instance_uid FROM study WHERE state = ? ORDER BY last_instance_at "
+        "LIMIT ?", (StudyState.COMPLETE, limit))]
+
+
+def claim(db: sqlite3.Connection, study_uid: str) -> int | None:
+    """Complete → processing with a new version; the version, or None if not complete."""
+    row = db.execute(
+        "UPDATE study SET state = ?, version = version + 1 WHERE study_instance_uid = ? "
+        "AND state = ? RETURNING version",
+        (StudyState.PROCESSING, study_uid, StudyState.COMPLETE)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def record_outcome(db: sqlite3.Connection, o: Outcome, destinations: list[str]) -> None:
+    """The run's result row, the study's next state, and one pending export per
+    destination when there are objects to deliver — one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "INSERT OR REPLACE INTO result (study_instance_uid, version, series_instance_uid, "
+            "status, l3_index, l3_sop_instance_uid, z_mm, confidence, reason, skipped_series, "
+            "files, created_at, processing_s, objects) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (o.study_uid, o.version, o.series_uid, o.status, o.l3_index,
+             o.l3_sop_instance_uid, o.z_mm, o.confidence, o.reason, json.dumps(o.skipped),
+             json.dumps([str(f) for f in o.files]), time.time(), o.seconds,
+             json.dumps(o.objects)))
+        # only if nothing new arrived meanwhile (else the study is receiving again)
+        db.execute("UPDATE study SET state = ? WHERE study_instance_uid = ? AND state = ?",
+                   (o.state, o.study_uid, StudyState.PROCESSING))
+        if o.objects:
+            # An older run's undelivered results must not follow this one: they carry the
+            # same SOP Instance UIDs, so a late retry would put superseded content in the PACS.
+            db.execute("UPDATE export SET state = ? WHERE study_instance_uid = ? AND version < ? "
+                       "AND state IN (?, ?)", (ExportState.SUPERSEDED, o.study_uid, o.version,
+                                               ExportState.PENDING, ExportState.FAILED))
+            for name in destinations:
+                db.execute(
+                    "INSERT OR REPLACE INTO export (study_instance_uid, version, destination, "
+                    "state, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)",
+                    (o.study_uid, o.version, name, ExportState.PENDING, time.time()))
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        db.execute("ROLLBACK")
+        raise
+
+
+def expired(db: sqlite3.Connection, cutoff: float) -> list[str]:
+    """Studies exported before ``cutoff`` whose spooled input is still there."""
+    return [r[0] for r in db.execute(
+        "SELECT study_instance_uid FROM study WHERE state = ? AND exported_at < ? AND "
+        "purged_at IS NULL", (StudyState.EXPORTED, cutoff))]
