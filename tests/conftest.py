@@ -1,4 +1,13 @@
-"""Shared fixtures: phantom studies generated once per test session."""
+"""The one conftest of the three tiers of tests.
+
+- ``unit/``: pure functions and small objects — no phantom study, no network, seconds.
+- ``inprocess/``: real components in this process — phantom studies, the model, the series
+  reader, compose (checked with dciodvfy), the trainer.
+- ``peers/``: the node with real peers on loopback — DCMTK, Orthanc, Chromium, systemd.
+
+Fixtures: phantom studies generated once per session, a throw-away Orthanc, and the shared
+real CT (skipped, with the reason, where ``../shared/data`` is absent).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from l3node.phantom import StudyRequest, generate_study
+
+from .support import SHARED, Orthanc
 
 if TYPE_CHECKING:
     from training.data import Cache
@@ -37,6 +48,22 @@ def abdomen_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def chest_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _study(tmp_path_factory, "chest", seed=4, preset="chest", slice_mm=5.0)
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path):
+    """A real Orthanc on loopback ports, stopped after the test."""
+    o = Orthanc(tmp_path / "orthanc")
+    yield o
+    o.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real CT beside the repository; the test is skipped, saying why, without it."""
+    if not SHARED.is_dir():
+        pytest.skip(f"the real CT is not at {SHARED} (../shared/data beside the repository)")
+    return SHARED
 
 
 def load_truth(folder: Path) -> dict:

@@ -1,4 +1,10 @@
-"""Start a real Orthanc (Debian package) on loopback ports for a test, and talk REST to it."""
+"""What the tests share besides fixtures: the real data's place, waiting with a deadline,
+loopback ports, and a real Orthanc (Debian package) started for a test, spoken to over REST.
+
+Ports: whatever l3node listens on is bound as 0 and read back (``node.receiver.port``,
+``web.port``); :func:`free_port` is only for peers that cannot report their port (DCMTK's
+``storescp``, Orthanc), the one place a race with another process remains.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# Every real CT the project has (see its README): beside the repository, never downloaded.
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # orthanc-dicomweb

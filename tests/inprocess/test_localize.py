@@ -10,22 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l3node.cli import default_model_dir
+from l3node.config import ModelConfig, default_model_dir
 from l3node.localize.localizer import Localizer
 from l3node.localize.model import load_artifact
-from l3node.localize.series import load_series
 from l3node.phantom import StudyRequest, generate_study
+from l3node.select import load_series
 
-from .conftest import load_truth
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct-t11-t12-jpeg2000"
+from ..conftest import load_truth
 
 
 @pytest.fixture(scope="module")
 def localizer() -> Localizer:
     model_dir = default_model_dir()
     assert (model_dir / "model.json").is_file(), f"default model missing at {model_dir}"
-    return Localizer(load_artifact(model_dir), batch_size=16)
+    return Localizer(load_artifact(model_dir), ModelConfig(batch_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +68,8 @@ def test_not_found_on_a_chest_only_phantom(localizer, chest_study):
     assert res.reason
 
 
-def test_real_t11_t12_slices_give_not_found(localizer):
-    res = localizer.run(load_series(REAL))
+def test_real_t11_t12_slices_give_not_found(localizer, shared_data):
+    res = localizer.run(load_series(shared_data / "real-ct-t11-t12-jpeg2000"))
     assert res.status == "not_found", res.decision
 
 

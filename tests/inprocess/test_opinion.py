@@ -8,9 +8,9 @@ import pytest
 
 from l3node.localize.decision import Decision, DecisionParams
 from l3node.localize.opinion import combine
-from l3node.localize.series import load_series
+from l3node.select import load_series
 
-from .conftest import load_truth
+from ..conftest import load_truth
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from l3node.phantom import StudyRequest, generate_study
 from l3node.phantom.anatomy import draw_patient
 from l3node.phantom.study import plan_study
 
-from .conftest import load_truth
+from ..conftest import load_truth
 
 SEEDS = range(300)
 

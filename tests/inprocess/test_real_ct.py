@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from ..support import SHARED
+
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(),
                                 reason="shared/data (the real CT) is not beside the repository")
 

@@ -11,9 +11,8 @@ import pytest
 
 from training.realeval import discover, score, slice_auc, table
 
-from .conftest import load_truth
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from ..conftest import load_truth
+from ..support import SHARED
 
 
 def test_scoring_against_a_phantoms_truth(abdomen_study):

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l3node.cli import default_model_dir
-from l3node.config import ConfigError, parse_config
+from l3node.config import ConfigError, ModelConfig, default_model_dir
 from l3node.localize.localizer import Localizer
 from l3node.localize.model import load_artifact
 from l3node.localize.runtime import OnnxNet, optimised_graph, resolve_runtime
-from l3node.localize.series import load_series
 from l3node.phantom import StudyRequest, generate_study
+from l3node.select import load_series
 
 
 def test_auto_picks_onnxruntime_only_for_fp32_on_the_cpu():
@@ -23,19 +22,10 @@ def test_auto_picks_onnxruntime_only_for_fp32_on_the_cpu():
     assert resolve_runtime("auto", "bf16", "cpu") == "torch"
     assert resolve_runtime("auto", "fp32", "cuda") == "torch"
     assert resolve_runtime("torch", "fp32", "cpu") == "torch"
-    with pytest.raises(ValueError, match="fp32 on the CPU only"):
-        resolve_runtime("onnxruntime", "bf16", "cpu")
-    with pytest.raises(ValueError, match="runtime must be one of"):
-        resolve_runtime("tensorrt", "fp32", "cpu")
-
-
-def test_config_checks_the_runtime():
-    assert parse_config({"model": {"runtime": "torch"}}).model.runtime == "torch"
-    assert parse_config({}).model.runtime == "auto"
-    with pytest.raises(ConfigError, match=r"model\.runtime"):
-        parse_config({"model": {"runtime": "tvm"}})
     with pytest.raises(ConfigError, match="fp32 on the CPU only"):
-        parse_config({"model": {"runtime": "onnxruntime", "precision": "bf16"}})
+        ModelConfig(runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ConfigError, match=r"model\.runtime: must be one of"):
+        ModelConfig(runtime="tensorrt")
 
 
 def test_onnxruntime_gives_the_torch_probabilities_and_decision(tmp_path):
@@ -44,11 +34,13 @@ def test_onnxruntime_gives_the_torch_probabilities_and_decision(tmp_path):
     generate_study(tmp_path, StudyRequest(seed=78, preset="abdomen-pelvis", slice_mm=5.0,
                                           transitional_rate=0.0, truncated_rate=0.0), workers=2)
     series = load_series(tmp_path)
-    ref = Localizer(load_artifact(default_model_dir()), batch_size=8, runtime="torch")
-    ort = Localizer(load_artifact(default_model_dir()), batch_size=8, runtime="onnxruntime")
+    ref = Localizer(load_artifact(default_model_dir()),
+                    ModelConfig(batch_size=8, runtime="torch"))
+    ort = Localizer(load_artifact(default_model_dir()),
+                    ModelConfig(batch_size=8, runtime="onnxruntime"))
     assert isinstance(ort.net, OnnxNet) and ort.model.net is None
     with pytest.raises(ValueError, match="released"):
-        Localizer(ort.model, runtime="torch")
+        Localizer(ort.model, ModelConfig(runtime="torch"))
     a, b = ref.run(series, exhaustive=True), ort.run(series, exhaustive=True)
     assert a.evaluated == b.evaluated == len(series)
     assert np.abs(a.probs - b.probs).max() < 1e-4

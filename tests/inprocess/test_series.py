@@ -11,13 +11,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from l3node.localize.series import SeriesError, load_series
 from l3node.phantom import StudyRequest, generate_study
 from l3node.phantom.study import plan_study
+from l3node.select import load_series
+from l3node.series import SeriesError
 
-from .conftest import load_truth
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct-t11-t12-jpeg2000"
+from ..conftest import load_truth
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -172,9 +171,8 @@ def test_unreadable_files_are_skipped_and_named(chest_study, tmp_path):
     assert {"junk.dcm", "truncated.dcm"} <= named
 
 
-def test_real_slices_with_blank_uids_load():
-    assert REAL.is_dir(), f"shared real CT slices missing at {REAL}"
-    s = load_series(REAL)
+def test_real_slices_with_blank_uids_load(shared_data):
+    s = load_series(shared_data / "real-ct-t11-t12-jpeg2000")
     assert len(s) == 20
     assert s.series_instance_uid.startswith("(no SeriesInstanceUID")
     assert all(x.sop_instance_uid for x in s.slices)  # taken from the file meta

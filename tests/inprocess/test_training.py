@@ -20,9 +20,7 @@ from training.labels import case_from_mask, cases_from_csv, l3_z_range_from_mask
 from training.loop import TrainConfig, augment_batch, batch_tensor, clip_gradients, plan_epoch
 from training.search import TABLE_1, suggest
 
-from .conftest import load_truth, toy_cache
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct-abdomen-nifti"
+from ..conftest import load_truth, toy_cache
 
 
 # --- Table 1 -----------------------------------------------------------------------------
@@ -146,18 +144,19 @@ def test_truth_json_csv_and_masks_yield_the_same_l3_range(abdomen_study, tmp_pat
         case_from_mask(abdomen_study, tmp_path / "seg.nii.gz", label=30)
 
 
-def test_totalsegmentator_labels_of_the_real_scan():
+def test_totalsegmentator_labels_of_the_real_scan(shared_data):
     """README: L3 ∩ body spans slices k = 69..79 of the 3 mm grid."""
     import nibabel as nib
 
-    aff = nib.load(SHARED / "totalseg.nii.gz").affine
-    lo, hi = l3_z_range_from_mask(SHARED / "totalseg.nii.gz", label=29,
-                                  body_mask=SHARED / "totalseg_vertebrae_body.nii.gz")
+    abd = shared_data / "real-ct-abdomen-nifti"
+    aff = nib.load(abd / "totalseg.nii.gz").affine
+    lo, hi = l3_z_range_from_mask(abd / "totalseg.nii.gz", label=29,
+                                  body_mask=abd / "totalseg_vertebrae_body.nii.gz")
     z69 = (aff @ [0, 0, 69, 1])[2]
     z79 = (aff @ [0, 0, 79, 1])[2]
     assert lo == pytest.approx(min(z69, z79) - 1.5, abs=0.01)
     assert hi == pytest.approx(max(z69, z79) + 1.5, abs=0.01)
-    whole_lo, whole_hi = l3_z_range_from_mask(SHARED / "totalseg.nii.gz", label=29)
+    whole_lo, whole_hi = l3_z_range_from_mask(abd / "totalseg.nii.gz", label=29)
     assert whole_lo <= lo and whole_hi >= hi  # posterior elements reach further
 
 
@@ -249,17 +248,18 @@ def test_cv_of_a_fixed_configuration_writes_a_report_and_records_it_in_the_model
     assert load_artifact(model).spec.input_mode == "context"
 
 
-def test_real_nifti_converts_to_a_series_whose_l3_the_labels_locate(tmp_path):
+def test_real_nifti_converts_to_a_series_whose_l3_the_labels_locate(tmp_path, shared_data):
     """The real abdomen scan as DICOM, with TotalSegmentator's L3 ∩ body (k = 69..79)."""
-    from l3node.localize.series import load_series
+    from l3node.select import load_series
     from training.nifti import nifti_to_dicom
 
-    n = nifti_to_dicom(SHARED / "example_ct.nii.gz", tmp_path / "dcm")
+    abd = shared_data / "real-ct-abdomen-nifti"
+    n = nifti_to_dicom(abd / "example_ct.nii.gz", tmp_path / "dcm")
     assert n == 112
     s = load_series(tmp_path / "dcm")
     assert len(s) == 112 and s.spacing_mm == pytest.approx(3.0)
-    case = case_from_mask(tmp_path / "dcm", SHARED / "totalseg.nii.gz", label=29,
-                          body_mask=SHARED / "totalseg_vertebrae_body.nii.gz")
+    case = case_from_mask(tmp_path / "dcm", abd / "totalseg.nii.gz", label=29,
+                          body_mask=abd / "totalseg_vertebrae_body.nii.gz")
     # k counts from inferior; sorted order runs superior to inferior
     assert (case.l3_first, case.l3_last) == (111 - 79, 111 - 69)
     assert (case.l3_first + case.l3_last) // 2 == 111 - 74

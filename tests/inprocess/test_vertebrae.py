@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from l3node.localize.series import load_series
 from l3node.localize.vertebrae import (
     Body,
     VertebraCount,
@@ -26,10 +25,12 @@ from l3node.localize.vertebrae import (
     window_around,
 )
 from l3node.phantom import StudyRequest, generate_study
+from l3node.select import load_series
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_ABDOMEN = DATA / "real-ct-abdomen-nifti" / "example_ct.nii.gz"
-REAL_SLAB = DATA / "real-ct-t11-t12-jpeg2000"
+from ..support import SHARED
+
+REAL_ABDOMEN = SHARED / "real-ct-abdomen-nifti" / "example_ct.nii.gz"
+REAL_SLAB = SHARED / "real-ct-t11-t12-jpeg2000"
 # TotalSegmentator's L3 body on the real abdomen, in sorted (superior-first) slice indices.
 REAL_L3 = (111 - 79, 111 - 69)
 

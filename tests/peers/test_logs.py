@@ -62,21 +62,6 @@ def test_exception_stays_on_one_line(caplog):
     assert "\n" not in line and "ValueError: bad slice" in line
 
 
-def test_config_validates_web_and_logging():
-    from l3node.config import ConfigError, parse_config
-
-    cfg = parse_config({"web": {"enabled": True, "port": 9090}, "logging": {"format": "json"}})
-    assert cfg.web.host == "127.0.0.1" and cfg.web.port == 9090 and cfg.logging.format == "json"
-    for raw, msg in [({"web": {"host": "localhost"}}, "web.host: must be an IP address"),
-                     ({"web": {"token_env": "not a var"}}, "web.token_env"),
-                     ({"web": {"port": 0}}, "web.port"),
-                     ({"logging": {"format": "xml"}}, "logging.format"),
-                     ({"logging": {"level": "LOUD"}}, "logging.level"),
-                     ({"logging": {"hash_uid": True}}, "unknown key")]:
-        with pytest.raises(ConfigError, match=msg):
-            parse_config(raw)
-
-
 def test_serve_writes_json_lines_with_hashed_uids(tmp_path, chest_study):
     """The real `l3node serve` process: every stderr line is one JSON event, and with
     logging.hash_uids the study's UID never appears in clear."""
@@ -84,10 +69,10 @@ def test_serve_writes_json_lines_with_hashed_uids(tmp_path, chest_study):
     import sys
     from pathlib import Path
 
-    from l3node.cli import default_model_dir
+    from l3node.config import default_model_dir
 
-    from .conftest import load_truth
-    from .orthanc import free_port
+    from ..conftest import load_truth
+    from ..support import free_port
 
     port = free_port()
     toml = tmp_path / "node.toml"

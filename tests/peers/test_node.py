@@ -12,9 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pydicom
-import pytest
 
-from l3node.cli import default_model_dir
 from l3node.config import (
     Config,
     DestinationConfig,
@@ -23,26 +21,21 @@ from l3node.config import (
     PathsConfig,
     RetryConfig,
     SchedulerConfig,
+    default_model_dir,
 )
 from l3node.logs import EventFormatter
-from l3node.node import Node, study_status
+from l3node.node import Node
+from l3node.state.views import study_status
 
-from .conftest import load_truth
-from .orthanc import Orthanc, free_port, wait_for
+from ..conftest import load_truth
+from ..support import Orthanc, free_port, wait_for
 
 STORESCU = "/usr/bin/storescu"
 
 
-@pytest.fixture
-def orthanc(tmp_path):
-    o = Orthanc(tmp_path / "orthanc")
-    yield o
-    o.stop()
-
-
 def _config(tmp_path: Path, orthanc: Orthanc, quiet: float = 1.0) -> Config:
     return Config(
-        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port()),
+        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=0),  # bound, read back
         paths=PathsConfig(spool=tmp_path / "spool", state_db=tmp_path / "state.db"),
         scheduler=SchedulerConfig(study_quiet_s=quiet, poll_s=0.5),
         model=ModelConfig(path=default_model_dir()),
@@ -213,7 +206,7 @@ def test_retention_removes_spooled_input_after_export(tmp_path, orthanc, chest_s
 def test_pacs_down_ends_failed_then_retry_delivers(tmp_path, chest_study):
     port = free_port()
     cfg = Config(
-        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port()),
+        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=0),  # bound, read back
         paths=PathsConfig(spool=tmp_path / "spool", state_db=tmp_path / "state.db"),
         scheduler=SchedulerConfig(study_quiet_s=1.0, poll_s=0.3),
         model=ModelConfig(path=default_model_dir()),
@@ -253,38 +246,6 @@ def test_pacs_down_ends_failed_then_retry_delivers(tmp_path, chest_study):
         node.stop()
 
 
-def test_series_selection_prefers_primary_then_coverage_and_says_why(tmp_path, chest_study):
-    from l3node.config import SelectionConfig
-    from l3node.node import select_series
-
-    study = tmp_path / "study"
-    study.mkdir()
-    files = sorted(chest_study.glob("*.dcm"))
-    for k, f in enumerate(files):
-        shutil.copy(f, study / f"a{k}.dcm")
-        ds = pydicom.dcmread(f)  # a derived copy: same coverage
-        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".9"
-        ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.save_as(study / f"b{k}.dcm")
-    for k, f in enumerate(files[:5]):  # a short series
-        ds = pydicom.dcmread(f)
-        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".7"
-        ds.SOPInstanceUID = ds.SOPInstanceUID + ".7"
-        ds.save_as(study / f"c{k}.dcm")
-    (study / "junk.dcm").write_bytes(b"\0" * 300)
-    truth = load_truth(chest_study)
-    sel = select_series(study)
-    assert sel.series.series_instance_uid == truth["series"]["series_instance_uid"]
-    uid = truth["series"]["series_instance_uid"]
-    assert "not the best candidate" in sel.skipped[uid + ".9"]
-    assert "5 slices" in sel.skipped[uid + ".7"]
-    assert any("unreadable" in why for why in sel.skipped.values())
-    strict = select_series(study, SelectionConfig(min_slices=100))
-    assert strict.series is None
-    assert "fewer than selection.min_slices" in strict.skipped[uid]
-
-
 def test_a_rerun_supersedes_the_undelivered_results_of_the_earlier_run(tmp_path, abdomen_study):
     """PACS down: run 1's export keeps retrying; late instances make run 2, whose results
     replace run 1's in the queue (same SOP Instance UIDs: run 1 must never be sent after it).
@@ -297,7 +258,7 @@ def test_a_rerun_supersedes_the_undelivered_results_of_the_earlier_run(tmp_path,
         shutil.copy(f, late if k >= len(files) - 10 else early)
     port = free_port()
     cfg = Config(
-        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=free_port()),
+        node=NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=0),  # bound, read back
         paths=PathsConfig(spool=tmp_path / "spool", state_db=tmp_path / "state.db"),
         scheduler=SchedulerConfig(study_quiet_s=1.0, poll_s=0.3),
         model=ModelConfig(path=default_model_dir()),

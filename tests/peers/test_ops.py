@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .orthanc import Orthanc, free_port
+from ..support import Orthanc, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_systemd_unit_verifies(tmp_path):

@@ -31,13 +31,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from l3node.cli import default_model_dir
+from l3node.config import default_model_dir
 from l3node.phantom import StudyRequest, generate_study
 from l3node.uids import derived_uid
 
-from .orthanc import Orthanc, free_port, wait_for
+from ..support import Orthanc, free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The kill schedule; the seed makes a run reproducible, L3NODE_CRASH_SEED explores others.
 CRASH_SEED = int(os.environ.get("L3NODE_CRASH_SEED", "7"))
 KILL_PLAN = ("mid-association", "acknowledged", "processing", "export") * 2

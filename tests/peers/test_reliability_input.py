@@ -27,13 +27,14 @@ from pynetdicom import AE, _config
 
 from l3node.cli import main as l3node_main
 from l3node.config import NodeConfig
-from l3node.localize.series import SeriesError, load_series
 from l3node.phantom import StudyRequest, generate_study
 from l3node.receive import Receiver, StoreStatus
+from l3node.select import load_series
+from l3node.series import SeriesError
 from l3node.spool import Spool
 
+from ..support import free_port, wait_for
 from .badinput import CT, EXPLICIT_LE, Case, Instance, encode, make_corpus
-from .orthanc import free_port, wait_for
 from .test_reliability import ROOT, NodeProcess, db_rows, figure, write_config
 
 ECHOSCU, STORESCU = "/usr/bin/echoscu", "/usr/bin/storescu"  # DCMTK, by Debian path

@@ -20,7 +20,7 @@ import pytest
 
 from l3node.phantom import StudyRequest, generate_study
 
-from .orthanc import free_port
+from ..support import free_port
 from .test_reliability import NodeProcess, db_rows, figure, write_config
 
 STORESCU = "/usr/bin/storescu"

@@ -22,7 +22,7 @@ from l3node.receive import Receiver
 from l3node.spool import Spool
 from l3node.tls import client_context, server_context
 
-from .orthanc import ORTHANC, Orthanc, free_port, wait_for
+from ..support import ORTHANC, Orthanc, free_port, wait_for
 from .test_reliability import (
     NodeProcess,
     cli,

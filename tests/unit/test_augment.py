@@ -12,7 +12,7 @@ from training.augment import AugmentParams, augment_realism, gaussian_blur
 from training.data import Cache
 from training.loop import TrainConfig, batch_tensor, plan_epoch, train
 
-from .conftest import toy_cache
+from ..conftest import toy_cache
 
 
 def _disc_batch(n: int = 8, size: int = 64) -> torch.Tensor:
