@@ -60,16 +60,14 @@ def select_series(folder: Path, rules: SelectionConfig | None = None,
         if cand.localizer:
             skipped[key] = "localizer/scout images"
             continue
+        if len(cand.headers) < rules.min_slices:  # before its geometry: the first reason
+            skipped[key] = (f"series {key} has {len(cand.headers)} slices; at least "
+                            f"{rules.min_slices} are needed (selection.min_slices)")
+            continue
         try:
-            s = build_series(key, cand, bad_files)
+            ok.append(build_series(key, cand, bad_files))
         except SeriesError as exc:
             skipped[key] = str(exc)
-            continue
-        if len(s) < rules.min_slices:
-            skipped[key] = (f"series {key} has {len(s)} slices; at least {rules.min_slices} "
-                            "are needed (selection.min_slices)")
-            continue
-        ok.append(s)
     if not ok:
         return Selection(None, skipped, bad_files)
     ok.sort(key=_rank(rules), reverse=True)
