@@ -59,7 +59,7 @@ from benchlib import (
 )
 
 if TYPE_CHECKING:
-    from tests.orthanc import Orthanc
+    from tests.support import Orthanc
 
 PARTS = ("ingest", "e2e", "localizer", "onnx", "phantom")
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -122,7 +122,7 @@ def _orthanc(root: Path) -> Orthanc:
     """A fresh Orthanc on loopback ports: the test suite's helper (tests/orthanc.py)."""
     if str(ROOT) not in sys.path:
         sys.path.append(str(ROOT))
-    from tests.orthanc import Orthanc
+    from tests.support import Orthanc
 
     return Orthanc(root)
 
