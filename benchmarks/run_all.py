@@ -135,12 +135,15 @@ def _orthanc_find(o: Orthanc, query: dict) -> list:
 
 
 def _node_config(work: Path, port: int, *, quiet_s: float, poll_s: float,
-                 engine: str = "fp32", orthanc: Orthanc | None = None) -> Path:
-    """A node configuration in a temp folder (only long-standing keys, nothing optional)."""
+                 engine: str = "fp32", orthanc: Orthanc | None = None,
+                 settle_s: float | None = None) -> Path:
+    """A node configuration in a temp folder; ``settle_s`` None: the settle period as long
+    as the quiet period (only the quiet period completes the study)."""
+    settle = quiet_s if settle_s is None else settle_s
     text = (f'[node]\nae_title = "{AET}"\nhost = "127.0.0.1"\nport = {port}\n\n'
             f'[paths]\nspool = "{work / "spool"}"\nstate_db = "{work / "state.db"}"\n\n'
             f"[scheduler]\nstudy_quiet_s = {quiet_s}\nstudy_max_wait_s = 7200\n"
-            f"poll_s = {poll_s}\n\n"
+            f"study_settle_s = {settle}\npoll_s = {poll_s}\n\n"
             f'[model]\npath = "{MODEL}"\nprecision = "{ENGINES[engine][0]}"\n'
             f'runtime = "{ENGINES[engine][1]}"\n')
     if orthanc is not None:

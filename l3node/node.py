@@ -47,6 +47,8 @@ class Node:
         self.exporter = Exporter(cfg, self.db, self.metrics)
         self.scheduler = Scheduler(cfg.scheduler, cfg.housekeeping, self.db, self.spool,
                                    self.pipeline.run, self.exporter.run_due)
+        self.receiver.on_released = lambda _studies: self.scheduler.wake_in(
+            cfg.scheduler.study_settle_s)
 
     def reader(self) -> sqlite3.Connection:
         """A read-only connection of its own, for another thread (the status page)."""

@@ -12,6 +12,9 @@ import shutil
 import socket
 import sqlite3
 import ssl
+import threading
+import time
+from collections.abc import Callable
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
@@ -54,6 +57,40 @@ CT_TRANSFER_SYNTAXES = (
 StoreStatus = Status  # the name the listener's callers know
 
 
+class Deliveries:
+    """Which studies each open association is delivering, and whether all went well.
+
+    Why: a sender that releases its association normally has sent what it meant to, so the
+    study need not wait out the whole quiet period — unless another association is still
+    delivering instances of it, or one of its instances was refused (the sender will try
+    again).  An aborted association tells nothing: its studies keep the quiet period.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[object, dict[str, bool]] = {}  # association → {study: all stored}
+
+    def delivered(self, assoc: object, study_uid: str, stored: bool) -> None:
+        with self._lock:
+            studies = self._open.setdefault(assoc, {})
+            studies[study_uid] = studies.get(study_uid, True) and stored
+
+    def open_count(self) -> int:
+        """Associations that delivered a study and have not ended yet."""
+        with self._lock:
+            return len(self._open)
+
+    def ended(self, assoc: object, released: bool) -> list[str]:
+        """The studies this association completed: released, every instance stored, and
+        no other open association delivering them."""
+        with self._lock:
+            mine = self._open.pop(assoc, {})
+            if not released:
+                return []
+            busy = {uid for studies in self._open.values() for uid in studies}
+            return [uid for uid, ok in mine.items() if ok and uid not in busy]
+
+
 class Receiver:
     """Owns the pynetdicom server; :meth:`start` returns at once, :meth:`stop` drains."""
 
@@ -69,6 +106,9 @@ class Receiver:
         self.metrics = metrics
         self.high_water = disk_high_water_pct
         self.spool = spool
+        self.deliveries = Deliveries()
+        # called with the studies a released association completed (the scheduler's wake-up)
+        self.on_released: Callable[[list[str]], None] | None = None
         self._server = None
         ae = AE(ae_title=cfg.ae_title)
         ae.maximum_associations = cfg.max_associations
@@ -95,7 +135,8 @@ class Receiver:
         return self._server.server_address[1] if self._server else self.cfg.port
 
     def start(self) -> None:
-        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_released),
+                    (evt.EVT_ABORTED, self._on_ended), (evt.EVT_CONN_CLOSE, self._on_ended)]
         self._server = self.ae.start_server((self.cfg.host, self.cfg.port), block=False,
                                             evt_handlers=handlers,
                                             ssl_context=self.ssl_context)
@@ -133,10 +174,32 @@ class Receiver:
         usage = shutil.disk_usage(self.spool.root)
         return 100.0 * usage.used / usage.total >= self.high_water
 
+    # -- association ends ------------------------------------------------------------------
+    def _on_released(self, ev: evt.Event) -> None:
+        """A normal release: the studies it completed start their settle period."""
+        done = self.deliveries.ended(ev.assoc, released=True)
+        if not done:
+            return
+        try:
+            self.spool.released(done, time.time())
+        except (OSError, sqlite3.Error) as exc:  # the quiet period still completes them
+            event(log, "association.release_unrecorded", logging.WARNING, studies=len(done),
+                  reason=str(exc))
+            return
+        event(log, "association.released", logging.DEBUG, studies=len(done))
+        if self.on_released is not None:
+            self.on_released(done)
+
+    def _on_ended(self, ev: evt.Event) -> None:
+        """Aborted, or the connection closed: forget the association, complete nothing."""
+        self.deliveries.ended(ev.assoc, released=False)
+
     # -- C-STORE ---------------------------------------------------------------------------
     def _on_store(self, ev: evt.Event) -> int:
         """Check, write, acknowledge; count the outcome; a :class:`~l3node.statuses.Status`."""
         status, outcome = self._store(ev)
+        if outcome != "ignored" and (study := _study_of(ev)):
+            self.deliveries.delivered(ev.assoc, study, outcome != "refused")
         if self.metrics is not None:
             self.metrics.instances.labels(outcome).inc()
             if outcome == "refused":
@@ -181,6 +244,14 @@ class Receiver:
         event(log, "instance.stored", logging.DEBUG, sop=sop_uid, series=series, study=study,
               calling=calling)
         return Status.SUCCESS, "stored"
+
+
+def _study_of(ev: evt.Event) -> str:
+    """The Study Instance UID of a C-STORE's dataset, or "" when it cannot be read."""
+    try:
+        return str(ev.dataset.get("StudyInstanceUID", "") or "")
+    except Exception:
+        return ""
 
 
 def _refused(status: Status, level: int, sop_uid: str, reason: str) -> tuple[Status, str]:

@@ -1,8 +1,13 @@
 """When work happens: the APScheduler job that completes studies, claims and runs them,
 delivers results and purges old input.
 
-A study is complete after ``scheduler.study_quiet_s`` without a new instance, or
-``study_max_wait_s`` after its first (the fallback for senders that never go quiet).  Each
+A study is complete ``scheduler.study_settle_s`` (a few seconds) after its sender released
+the association that delivered it, when no other association is delivering it — the sender's
+own signal that it is done, so the radiologist does not wait a minute for nothing; the
+listener then wakes the scheduler for that moment (:meth:`Scheduler.wake_in`).  Senders that
+keep associations open, abort them, or split a study over time fall back to
+``study_quiet_s`` without a new instance, or ``study_max_wait_s`` after the first.  An
+instance arriving after completion re-opens the study; the re-run replaces the result.  Each
 tick runs up to ``batch_size`` complete studies, one at a time (the model uses every core),
 then the due exports, then retention.  ``max_instances=1``: a tick never overlaps the next.
 """
@@ -14,6 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -60,6 +66,14 @@ class Scheduler:
                            coalesce=True, id="tick")
         self._jobs.start()
 
+    def wake_in(self, delay_s: float) -> None:
+        """Run a tick ``delay_s`` from now (a released study's settle period ends then),
+        rather than at the next poll."""
+        if not self._jobs.running:
+            return
+        at = datetime.now(UTC) + timedelta(seconds=delay_s + 0.05)
+        self._jobs.add_job(self.tick, "date", run_date=at, misfire_grace_time=None)
+
     def stop(self) -> None:
         """Wait for the running tick (its study finishes and is recorded), then stop."""
         if self._jobs.running:
@@ -69,7 +83,7 @@ class Scheduler:
         with self._lock:
             now = time.time()
             studies.mark_complete(self.db, now, self.cfg.study_quiet_s,
-                                  self.cfg.study_max_wait_s)
+                                  self.cfg.study_max_wait_s, self.cfg.study_settle_s)
             for uid in studies.complete_batch(self.db, self.cfg.batch_size):
                 version = studies.claim(self.db, uid)
                 if version is not None:

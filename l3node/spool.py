@@ -112,6 +112,12 @@ class Spool:
             shutil.rmtree(self.root / safe_name(study_uid), ignore_errors=True)
         return n
 
+    def released(self, study_uids: list[str], now: float) -> None:
+        """Their sender released the association that delivered them (the settle period
+        starts; :func:`l3node.state.instances.mark_released`)."""
+        with self._lock:
+            rows.mark_released(self.db, study_uids, now)
+
     def study_folder(self, study_uid: str) -> Path:
         return self.root / safe_name(study_uid)
 

@@ -99,6 +99,9 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     for key in ("study_quiet_s", "study_max_wait_s", "poll_s"):
         if key in sch and (not isinstance(sch[key], int | float) or sch[key] <= 0):
             raise ConfigError(f"scheduler.{key}: must be a positive number, got {sch[key]!r}")
+    settle = sch.get("study_settle_s", SchedulerConfig.study_settle_s)
+    if not isinstance(settle, int | float) or isinstance(settle, bool) or settle < 0:
+        raise ConfigError(f"scheduler.study_settle_s: must be a number >= 0, got {settle!r}")
     if "batch_size" in sch:
         _int(sch["batch_size"], "scheduler.batch_size", 1, 64)
     m = _section(ModelConfig, raw.get("model", {}), "model")

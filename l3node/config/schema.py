@@ -111,6 +111,10 @@ class PathsConfig:
 class SchedulerConfig:
     study_quiet_s: float = 60.0  # complete after this long without a new instance ...
     study_max_wait_s: float = 1800.0  # ... or this long after the first one
+    # ... or this long after the association that delivered it was released, when no other
+    # association is delivering it (the sender said it is done; see l3node.schedule).  Set it
+    # to study_quiet_s to rely on the quiet period alone.
+    study_settle_s: float = 3.0
     poll_s: float = 2.0
     batch_size: int = 4
 

@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS study (
     instances INTEGER NOT NULL DEFAULT 0,
     version INTEGER NOT NULL DEFAULT 0,
     exported_at REAL,
-    purged_at REAL
+    purged_at REAL,
+    released_at REAL
 );
 CREATE TABLE IF NOT EXISTS result (
     study_instance_uid TEXT NOT NULL,
@@ -92,7 +93,7 @@ CREATE TABLE IF NOT EXISTS export (
 """
 # Columns added after the first release: (table, column, type) — added to older databases.
 ADDED_COLUMNS = (("result", "processing_s", "REAL"), ("export", "sent_at", "REAL"),
-                 ("result", "objects", "TEXT"))
+                 ("result", "objects", "TEXT"), ("study", "released_at", "REAL"))
 
 
 def ensure_schema(db: sqlite3.Connection) -> None:

@@ -43,6 +43,13 @@ def record_instance(db: sqlite3.Connection, *, sop_class_uid: str, sop_instance_
         raise
 
 
+def mark_released(db: sqlite3.Connection, study_uids: list[str], now: float) -> None:
+    """The association that delivered these studies was released and no other is
+    delivering them: their settle period starts now (see :func:`.studies.mark_complete`)."""
+    db.executemany("UPDATE study SET released_at = ? WHERE study_instance_uid = ? AND state = ?",
+                   [(now, uid, StudyState.RECEIVING) for uid in study_uids])
+
+
 def forget_instance(db: sqlite3.Connection, sop_instance_uid: str) -> None:
     """Drop an instance's row (its file's name may not be durable: it was not acknowledged)."""
     db.execute("DELETE FROM instance WHERE sop_instance_uid = ?", (sop_instance_uid,))

@@ -47,18 +47,26 @@ def resume_interrupted(db: sqlite3.Connection) -> int:
 
 def restart_quiet_periods(db: sqlite3.Connection, now: float) -> None:
     """A study still receiving at start gets a fresh quiet period: the downtime was no
-    sender's silence (its association died with the last process; it sends again)."""
-    db.execute("UPDATE study SET last_instance_at = ? WHERE state = ?",
+    sender's silence (its association died with the last process; it sends again).  A
+    study whose sender had released its association before the stop keeps its settle
+    period: its sender said it was done."""
+    db.execute("UPDATE study SET last_instance_at = ? WHERE state = ? AND "
+               "(released_at IS NULL OR released_at < last_instance_at)",
                (now, StudyState.RECEIVING))
 
 
 def mark_complete(db: sqlite3.Connection, now: float, quiet_s: float,
-                  max_wait_s: float) -> int:
-    """Receiving studies quiet for ``quiet_s``, or open for ``max_wait_s``, are complete."""
+                  max_wait_s: float, settle_s: float | None = None) -> int:
+    """Receiving studies are complete when their sender released the association that
+    delivered the last instance ``settle_s`` ago (``released_at`` is set only when no
+    other association was delivering the study, and an instance after it is newer), or
+    after ``quiet_s`` without an instance, or ``max_wait_s`` after the first."""
+    settle_s = quiet_s if settle_s is None else settle_s
     return db.execute(
         "UPDATE study SET state = ? WHERE state = ? AND (last_instance_at < ? OR "
-        "first_instance_at < ?)", (StudyState.COMPLETE, StudyState.RECEIVING,
-                                   now - quiet_s, now - max_wait_s)).rowcount
+        "first_instance_at < ? OR (released_at >= last_instance_at AND released_at < ?))",
+        (StudyState.COMPLETE, StudyState.RECEIVING, now - quiet_s, now - max_wait_s,
+         now - settle_s)).rowcount
 
 
 def complete_batch(db: sqlite3.Connection, limit: int) -> list[str]:

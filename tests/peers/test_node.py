@@ -163,27 +163,40 @@ def test_stow_rs_export_into_orthanc_dicomweb(tmp_path, abdomen_study):
         o.stop()
 
 
-def test_late_instances_trigger_a_rerun_that_supersedes(tmp_path, orthanc, abdomen_study):
+def test_a_released_series_completes_at_once_and_a_second_series_reruns(tmp_path, orthanc,
+                                                                         abdomen_study):
+    """A PACS sending series by series: the first association's release completes the study
+    after the settle period (the quiet period is ten minutes); a second series on a new
+    association re-opens it, and the re-run's results replace the first ones in the PACS."""
     truth = load_truth(abdomen_study)
     files = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
              for f in abdomen_study.glob("*.dcm")}
     sops = truth["series"]["sop_instance_uids"]
-    early, late = tmp_path / "early", tmp_path / "late"
-    early.mkdir()
-    late.mkdir()
-    for k, sop in enumerate(sops):  # the pelvis end arrives late
-        shutil.copy(files[sop], (late if k >= len(sops) - 10 else early))
-    node = Node(_config(tmp_path, orthanc))
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    for sop in sops:
+        shutil.copy(files[sop], first)
+    series_uid = pydicom.uid.generate_uid(prefix=None)  # 2.25.…: room for ".k"
+    for k, sop in enumerate(sops[-10:]):  # a second, shorter series of the same study
+        ds = pydicom.dcmread(files[sop])
+        ds.SeriesInstanceUID, ds.SeriesNumber = series_uid, int(ds.SeriesNumber) + 1
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{series_uid}.{k + 1}"
+        ds.save_as(second / f"{k:03d}.dcm")
+    cfg = _config(tmp_path, orthanc, quiet=600.0)
+    cfg = replace(cfg, scheduler=replace(cfg.scheduler, study_settle_s=1.0))
+    node = Node(cfg)
     node.start()
     try:
-        _send(node.receiver.port, early)
+        _send(node.receiver.port, first)
         wait_for(lambda: any(s["state"] == "exported" for s in node.status()), 180, "v1")
-        _send(node.receiver.port, late)
+        _send(node.receiver.port, second)
         row = wait_for(lambda: next((s for s in node.status() if s["state"] == "exported"
                                      and s["version"] == 2), None), 180, "v2 exported")
     finally:
         node.stop()
-    assert row["instances"] == len(sops)
+    assert row["instances"] == len(sops) + 10
+    assert row["l3_sop_instance_uid"] in sops  # still the full series' slice
     res = _results_in_orthanc(orthanc, truth["series"]["study_instance_uid"])
     assert len(res["KO"]) == 1 and len(res["OT"]) == 2  # replaced, not duplicated
 

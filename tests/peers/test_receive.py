@@ -15,6 +15,8 @@ from l3node.config import NodeConfig
 from l3node.receive import Receiver, StoreStatus
 from l3node.spool import Spool, safe_name
 
+from ..support import wait_for
+
 STORESCU, ECHOSCU = "/usr/bin/storescu", "/usr/bin/echoscu"  # DCMTK, not pynetdicom's scripts
 
 
@@ -156,3 +158,79 @@ def test_above_the_disk_high_water_mark_instances_are_refused(tmp_path, chest_st
     spool.close()
 
 
+
+
+# -- the sender's signal that a study is complete (scheduler.study_settle_s) ---------------
+def _released_at(rx: Receiver) -> dict[str, tuple[float | None, float]]:
+    rows = rx.spool.db.execute("SELECT study_instance_uid, released_at, last_instance_at "
+                               "FROM study").fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _released(rx: Receiver) -> tuple[float, float]:
+    """(released_at, last_instance_at) of the one study, once its release is recorded."""
+    def marked():
+        (released, last), = _released_at(rx).values()
+        return (released, last) if released is not None else None
+    return wait_for(marked, 10, "release recorded")
+
+
+def _ended(rx: Receiver, still_open: int = 0) -> None:
+    """Wait until the node has handled the end of the associations the test closed."""
+    wait_for(lambda: rx.deliveries.open_count() == still_open, 10, "association end handled")
+
+
+def _open(rx: Receiver):
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", rx.port, ae_title="L3NODE")
+    assert assoc.is_established
+    return assoc
+
+
+def test_a_released_association_marks_its_study_released_after_its_last_instance(node,
+                                                                                  chest_study):
+    calls: list[list[str]] = []
+    node.on_released = calls.append
+    assert _storescu(node, chest_study).returncode == 0
+    released, last = _released(node)
+    assert released >= last
+    assert wait_for(lambda: calls, 10, "woken") == [list(_released_at(node))]  # once, for it
+
+
+def test_no_release_mark_while_another_association_still_delivers_the_study(node,
+                                                                            chest_study):
+    files = sorted(chest_study.glob("*.dcm"))
+    a, b = _open(node), _open(node)
+    assert a.send_c_store(pydicom.dcmread(files[0])).Status == 0
+    assert b.send_c_store(pydicom.dcmread(files[1])).Status == 0
+    a.release()
+    _ended(node, still_open=1)
+    (released, _), = _released_at(node).values()
+    assert released is None  # b is still open and delivering this study
+    assert b.send_c_store(pydicom.dcmread(files[2])).Status == 0
+    b.release()
+    released, last = _released(node)
+    assert released >= last
+
+
+def test_an_aborted_association_or_a_refused_instance_leaves_the_quiet_period(node,
+                                                                              chest_study):
+    files = sorted(chest_study.glob("*.dcm"))
+    a = _open(node)
+    assert a.send_c_store(pydicom.dcmread(files[0])).Status == 0
+    a.abort()  # tells nothing about the study: the sender may come back
+    b = _open(node)
+    assert b.send_c_store(pydicom.dcmread(files[1])).Status == 0
+    node.high_water = 0.001  # the next instance is refused (0xA700): it will be sent again
+    assert b.send_c_store(pydicom.dcmread(files[2])).Status == StoreStatus.OUT_OF_RESOURCES
+    b.release()
+    _ended(node)
+    (released, _), = _released_at(node).values()
+    assert released is None
+    node.high_water = 100.0
+    c = _open(node)
+    assert c.send_c_store(pydicom.dcmread(files[2])).Status == 0
+    c.release()  # the re-sent instance stored: now the sender is done
+    released, last = _released(node)
+    assert released >= last

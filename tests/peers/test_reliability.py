@@ -51,7 +51,7 @@ def figure(name: str, **values: object) -> None:
 # -- the node as a process ------------------------------------------------------------------
 def write_config(root: Path, *, port: int, pacs_port: int | None = None,
                  quiet_s: float = 2.0, poll_s: float = 0.3, extra: str = "",
-                 destinations: str | None = None,
+                 destinations: str | None = None, settle_s: float | None = None,
                  retry: str = "max_attempts = 5\nbackoff_s = 0.5\nbackoff_max_s = 2\n") -> Path:
     """A node configuration on loopback; ``destinations`` replaces the Orthanc one."""
     root.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,8 @@ def write_config(root: Path, *, port: int, pacs_port: int | None = None,
         f'[node]\nae_title = "L3NODE"\nhost = "127.0.0.1"\nport = {port}\n'
         f'[paths]\nspool = "{root / "spool"}"\nstate_db = "{root / "state.db"}"\n'
         f"[scheduler]\nstudy_quiet_s = {quiet_s}\npoll_s = {poll_s}\n"
-        f'[model]\npath = "{default_model_dir()}"\n'
+        + (f"study_settle_s = {settle_s}\n" if settle_s is not None else "")
+        + f'[model]\npath = "{default_model_dir()}"\n'
         f"[retry]\n{retry}"
         f"{extra}\n{dest}")
     return path

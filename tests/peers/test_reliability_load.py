@@ -63,7 +63,7 @@ def test_eight_concurrent_300_slice_studies_lose_nothing_in_bounded_memory(tmp_p
     256 MiB while it receives 2400 instances (the spool writes as it goes)."""
     port = free_port()
     root = tmp_path / "node"
-    cfg = write_config(root, port=port, quiet_s=600.0, poll_s=1.0, destinations=(
+    cfg = write_config(root, port=port, quiet_s=600.0, settle_s=600.0, poll_s=1.0, destinations=(
         f'[[destinations]]\nname = "results"\nkind = "folder"\npath = "{root / "out"}"\n'))
     node = NodeProcess(cfg, tmp_path / "node.log")
     node.start()

@@ -32,6 +32,8 @@ from l3node.config import (
         ({"node": {"other_storage": "store"}}, "node.other_storage"),
         ({"node": {"ae_titel": "X"}}, "unknown key"),
         ({"nodes": {}}, "unknown section"),
+        ({"scheduler": {"study_settle_s": -1}}, "scheduler.study_settle_s"),
+        ({"scheduler": {"study_settle_s": "3"}}, "scheduler.study_settle_s"),
     ],
 )
 def test_config_errors_name_the_key_and_value(raw, message):

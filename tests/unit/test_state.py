@@ -47,6 +47,31 @@ def test_a_study_is_claimed_once_and_its_outcome_queues_one_export_per_destinati
     assert study_status(db)[0]["state"] == StudyState.EXPORTED
 
 
+def test_a_released_study_completes_after_the_settle_period_not_the_quiet_period(tmp_path):
+    db = open_db(tmp_path / "state.db")
+    _receive(db, "1.1", "1.1.1")
+    _receive(db, "2.2", "2.2.1")
+    now = time.time()
+    instances.mark_released(db, ["1.1"], now)
+    assert studies.mark_complete(db, now + 1, 60, 1800, settle_s=3) == 0  # settling
+    assert studies.mark_complete(db, now + 4, 60, 1800, settle_s=3) == 1
+    assert studies.complete_batch(db, 4) == ["1.1"]  # 2.2 (never released) still waits
+    _receive(db, "2.2", "2.2.2")
+    instances.mark_released(db, ["2.2"], time.time())
+    _receive(db, "2.2", "2.2.3")  # another association's instance, after the release
+    assert studies.mark_complete(db, time.time() + 10, 60, 1800, settle_s=3) == 0
+
+
+def test_a_restart_keeps_a_released_study_settling_and_restarts_the_others(tmp_path):
+    db = open_db(tmp_path / "state.db")
+    _receive(db, "1.1", "1.1.1")
+    _receive(db, "2.2", "2.2.1")
+    instances.mark_released(db, ["1.1"], time.time())
+    studies.restart_quiet_periods(db, time.time() + 100)  # the node was down 100 s
+    assert studies.mark_complete(db, time.time() + 100, 60, 1800, settle_s=3) == 1
+    assert studies.complete_batch(db, 4) == ["1.1"]
+
+
 def test_an_instance_during_processing_sends_the_study_back_to_receiving(tmp_path):
     db = open_db(tmp_path / "state.db")
     _receive(db, "1.1", "1.1.1")
