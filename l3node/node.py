@@ -24,6 +24,7 @@ from .schedule import Scheduler
 from .spool import Spool
 from .state import open_db, open_reader
 from .state.views import readable, study_status
+from .warmup import warm_up
 
 if TYPE_CHECKING:
     from .localize.localizer import Localizer
@@ -55,10 +56,12 @@ class Node:
         return open_reader(self.cfg.paths.state_db)
 
     def start(self) -> None:
-        """Resume, load the model, then listen and schedule; anything that cannot start
-        raises before the DICOM port accepts an instance."""
+        """Resume, load the model and warm it up (:mod:`.warmup`), then listen and
+        schedule; anything that cannot start raises before the DICOM port accepts an
+        instance."""
         self.scheduler.resume()
-        self.localizer  # load the model before accepting work  # noqa: B018
+        loc = self.localizer  # load the model before accepting work
+        warm_up(loc, loc.model.spec.version)  # so the first study pays no one-time costs
         self.receiver.start()
         self.scheduler.start()
 

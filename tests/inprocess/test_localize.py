@@ -120,3 +120,14 @@ def test_predict_cli_text_and_errors(chest_study, tmp_path):
     res = _predict(str(empty), "--json")
     assert res.returncode == 1
     assert json.loads(res.stdout)["reason"].startswith("no CT series")
+
+
+
+def test_the_warm_up_runs_the_whole_path_and_changes_no_answer(localizer, held_out):
+    from l3node.warmup import warm_up
+
+    series = load_series(held_out[0])
+    before = localizer.run(series)
+    assert warm_up(localizer, localizer.model.spec.version) > 0
+    after = localizer.run(series)
+    assert np.array_equal(before.probs, after.probs) and before.index == after.index
