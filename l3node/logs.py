@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from typing import Any
 
 UID_FIELDS = frozenset({"study", "series", "sop"})
@@ -90,6 +91,13 @@ def configure(level: str = "INFO", style: str = "text", hash_uids: bool = False)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # A library's warnings become events on the same handler (one line each, JSON when
+    # asked), not raw text between the events on stderr
+    logging.captureWarnings(True)
+    # highdicom warns when a person name has one component, quoting it: that is the
+    # sender's PatientName, copied unchanged into the results, and quoting it is PHI
+    warnings.filterwarnings("ignore", message=r"The string .* unlikely to represent the "
+                            r"intended person name", category=UserWarning)
     # pynetdicom logs whole datasets (with patient data) at DEBUG: never below WARNING
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # APScheduler warns on every tick skipped while a study is processing (by design: one

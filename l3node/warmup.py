@@ -51,7 +51,7 @@ def write_synthetic_series(folder: Path, slices: int = SLICES, size: int = SIZE)
         ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE_STORAGE, sop
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName, ds.PatientID, ds.StudyID, ds.AccessionNumber = "WARMUP", "WARMUP", "", ""
+        ds.PatientName, ds.PatientID, ds.StudyID, ds.AccessionNumber = "WARMUP^", "WARMUP", "", ""
         ds.PatientBirthDate = ds.PatientSex = ds.ReferringPhysicianName = ""
         ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = "20000101", "", 1, k + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

@@ -62,6 +62,30 @@ def test_exception_stays_on_one_line(caplog):
     assert "\n" not in line and "ValueError: bad slice" in line
 
 
+def test_library_warnings_are_events_and_a_quoted_person_name_is_dropped(capsys):
+    """Warnings reach the log as one event each; highdicom's person-name warning, which
+    quotes the patient's name, does not reach it at all (PHI)."""
+    import warnings
+
+    from l3node.logs import configure
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure("INFO", "json")
+        warnings.warn('The string "DOE" is unlikely to represent the intended person name '
+                      "since it contains only a single component.", UserWarning, stacklevel=1)
+        warnings.warn("a library changed its mind", DeprecationWarning, stacklevel=1)
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert "DOE" not in "\n".join(lines)
+    docs = [json.loads(line) for line in lines]
+    assert any("a library changed its mind" in d.get("msg", "") for d in docs), lines
+
+
 def test_serve_writes_json_lines_with_hashed_uids(tmp_path, chest_study):
     """The real `l3node serve` process: every stderr line is one JSON event, and with
     logging.hash_uids the study's UID never appears in clear."""
