@@ -3,7 +3,9 @@
 A reference receiver for ``make bench`` (not part of l3node): it shows the ceiling that
 pynetdicom's own reactor (threads polling with 1 ms sleeps, one PDU at a time) puts on any
 receiver built on it, so l3node's ingest can be read against both DCMTK and that ceiling.
-Run: ``python benchmarks/bare_scp.py PORT OUT_DIR``.
+With ``--waking`` it uses l3node's :class:`~l3node.reactor.WakingAE` (the DUL waits on its
+socket instead of sleeping): the same receiver with only the polling changed.
+Run: ``python benchmarks/bare_scp.py PORT OUT_DIR [--waking]``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pynetdicom.events import Event
 TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 
 
-def main(port: int, out: Path) -> None:
+def main(port: int, out: Path, waking: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     count = 0
 
@@ -27,7 +29,12 @@ def main(port: int, out: Path) -> None:
         (out / f"{count:06d}.dcm").write_bytes(event.request.DataSet.getvalue())
         return 0x0000
 
-    ae = AE(ae_title="BARESCP")
+    if waking:
+        from l3node.reactor import WakingAE
+
+        ae: AE = WakingAE(ae_title="BARESCP")
+    else:
+        ae = AE(ae_title="BARESCP")
     ae.maximum_pdu_size = 262144  # as l3node's default node.max_pdu
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
@@ -35,4 +42,4 @@ def main(port: int, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), Path(sys.argv[2]))
+    main(int(sys.argv[1]), Path(sys.argv[2]), "--waking" in sys.argv[3:])

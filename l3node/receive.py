@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     EnhancedCTImageStorage,
@@ -27,6 +27,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from .config import NodeConfig, OtherStorage, TLSConfig
 from .logs import event
 from .metrics import Metrics
+from .reactor import WakingAE
 from .spool import Spool, StoreOutcome
 from .statuses import Status
 
@@ -110,7 +111,7 @@ class Receiver:
         # called with the studies a released association completed (the scheduler's wake-up)
         self.on_released: Callable[[list[str]], None] | None = None
         self._server = None
-        ae = AE(ae_title=cfg.ae_title)
+        ae = WakingAE(ae_title=cfg.ae_title)  # its DUL waits on the socket, not a sleep
         ae.maximum_associations = cfg.max_associations
         ae.maximum_pdu_size = cfg.max_pdu
         ae.require_called_aet = cfg.require_called_ae_title

@@ -9,6 +9,14 @@ again then writes it again (``store`` checks the file, not only the row).  Names
 UIDs only when a UID is a well-formed UID; anything else (``../../etc``) becomes a hash, so no
 sender can write outside the spool.  Receiving the same SOP Instance UID again replaces
 nothing and counts as stored (idempotent).
+
+Concurrent associations share flushes (group commit).  Each writes and fsyncs its own temp
+file without holding any lock; then it queues the instance and takes the spool's lock.
+Whoever holds the lock renames every queued file, fsyncs their folders (each once) and
+commits all their rows in one transaction, then marks them done: an association that was
+waiting behind it finds its instance already durable and returns.  So each acknowledgement
+still follows its own file's fsync, its name's fsync and its row's commit, and four senders
+pay about one folder fsync and one commit per group instead of one each.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import shutil
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -56,7 +64,9 @@ class Spool:
     def __init__(self, root: Path, db_path: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # one writer; SQLite serialises anyway
+        self._lock = threading.Lock()  # one writer on self.db; held by a group's commit
+        self._queued: list[_Queued] = []  # written, fsync'd, not yet committed
+        self._queue_lock = threading.Lock()
         self.db = open_db(db_path)
         # A kill inside _write_atomic leaves its temp file; that instance was never
         # acknowledged (the sender sends it again), and the series loader would read the
@@ -80,30 +90,87 @@ class Spool:
         """Write one encoded instance durably and record it; raises OSError/sqlite3.Error
         (the caller answers "out of resources") leaving no partial file behind."""
         path = self.path_for(study_instance_uid, series_instance_uid, sop_instance_uid)
+        size = len(data)
+        tmp = _write_temp(path, data)  # no lock: concurrent senders flush in parallel
+        item = _Queued(tmp, path, dict(
+            sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+            study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid,
+            path=path, size=size, calling_ae_title=calling_ae_title))
+        with self._queue_lock:
+            self._queued.append(item)
         with self._lock:
-            known = rows.spooled_path(self.db, sop_instance_uid)
-            if known is not None and known.is_file():
-                return StoredInstance(StoreOutcome.DUPLICATE, known)
-            _write_atomic(path, data, sync_dir=False)
-            dir_synced = self._dir_syncer.submit(_fsync_dir, path.parent)
+            if not item.done:  # nobody committed it while this thread waited for the lock
+                with self._queue_lock:
+                    group, self._queued = self._queued, []
+                try:
+                    self._commit(group)
+                except Exception as exc:  # e.g. the duplicate check's query failed
+                    for it in group:
+                        if it.outcome is None and it.error is None:
+                            it.tmp.unlink(missing_ok=True)
+                            it.error = exc
+                finally:
+                    for it in group:
+                        it.done = True
+        if item.error is not None:
+            raise _copy(item.error)
+        assert item.outcome is not None
+        return StoredInstance(item.outcome, item.path)
+
+    def _commit(self, group: list[_Queued]) -> None:
+        """Rename, fsync the folders, commit the rows: one transaction for the group.  Under
+        the lock; gives each item an outcome or an error (``store`` marks them done)."""
+        fresh: list[_Queued] = []
+        seen: set[str] = set()
+        for it in group:
+            sop = it.row["sop_instance_uid"]
+            known = rows.spooled_path(self.db, sop)
+            if sop in seen or (known is not None and known.is_file()):
+                it.tmp.unlink(missing_ok=True)
+                it.outcome, it.path = StoreOutcome.DUPLICATE, known or it.path
+                continue
             try:
-                rows.record_instance(
-                    self.db, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
-                    study_instance_uid=study_instance_uid,
-                    series_instance_uid=series_instance_uid, path=path, size=len(data),
-                    calling_ae_title=calling_ae_title)
-            except sqlite3.Error:
+                os.replace(it.tmp, it.path)
+            except OSError as exc:  # e.g. its study folder was purged meanwhile
+                it.tmp.unlink(missing_ok=True)
+                it.error = exc
+                continue
+            seen.add(sop)
+            fresh.append(it)
+        folders = {it.path.parent for it in fresh}
+        synced = {f: self._dir_syncer.submit(_fsync_dir, f) for f in folders}
+        try:
+            if fresh:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    for it in fresh:
+                        rows.record_instance(self.db, **it.row)
+                    self.db.execute("COMMIT")
+                except sqlite3.Error:
+                    self.db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            for f in synced.values():
                 with contextlib.suppress(OSError):
-                    dir_synced.result()
-                path.unlink(missing_ok=True)
-                raise
-            try:
-                dir_synced.result()
-            except OSError:
-                # the name may not be durable: no ack, and no row saying it is spooled
-                rows.forget_instance(self.db, sop_instance_uid)
-                raise
-        return StoredInstance(StoreOutcome.STORED, path)
+                    f.result()
+            for it in fresh:
+                it.path.unlink(missing_ok=True)
+                it.error = exc
+        else:
+            failed = {}
+            for folder, f in synced.items():
+                try:
+                    f.result()
+                except OSError as exc:
+                    failed[folder] = exc
+            for it in fresh:
+                if it.path.parent in failed:
+                    # the name may not be durable: no ack, and no row saying it is spooled
+                    with contextlib.suppress(sqlite3.Error):
+                        rows.forget_instance(self.db, it.row["sop_instance_uid"])
+                    it.error = failed[it.path.parent]
+                else:
+                    it.outcome = StoreOutcome.STORED
 
     def purge(self, study_uid: str) -> int:
         """Delete a study's spooled input (after export); the study row stays, marked."""
@@ -136,8 +203,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dfd)
 
 
-def _write_atomic(path: Path, data: bytes, sync_dir: bool = True) -> None:
-    """Temp file, fsync, rename; then fsync of the folder unless the caller does it."""
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` into a temp file beside ``path``, fsync'd; its name (one per thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
@@ -150,9 +217,29 @@ def _write_atomic(path: Path, data: bytes, sync_dir: bool = True) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        if sync_dir:
-            _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+@dataclass(eq=False)
+class _Queued:
+    """An instance written and fsync'd under its temp name, waiting for a group commit."""
+
+    tmp: Path
+    path: Path
+    row: dict
+    done: bool = False
+    outcome: StoreOutcome | None = None
+    error: BaseException | None = field(default=None, repr=False)
+
+
+def _copy(exc: BaseException) -> BaseException:
+    """A group's error, one copy per waiting thread (an exception is raised in one only)."""
+    try:
+        new = type(exc)(*exc.args)
+    except Exception:
+        new = OSError(str(exc))
+    new.__cause__ = exc
+    return new

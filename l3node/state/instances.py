@@ -24,9 +24,13 @@ def record_instance(db: sqlite3.Connection, *, sop_class_uid: str, sop_instance_
                     study_instance_uid: str, series_instance_uid: str, path: Path, size: int,
                     calling_ae_title: str) -> None:
     """One transaction: the instance's row, and its study (re)opened as receiving — an
-    instance for a study in any later state sends it back to receiving (a re-run)."""
+    instance for a study in any later state sends it back to receiving (a re-run).  Inside
+    a transaction the caller opened (the spool commits a batch of instances at once) it
+    joins it: the caller commits or rolls back."""
     now = time.time()
-    db.execute("BEGIN IMMEDIATE")
+    own = not db.in_transaction
+    if own:
+        db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("INSERT OR REPLACE INTO instance VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid,
@@ -37,9 +41,11 @@ def record_instance(db: sqlite3.Connection, *, sop_class_uid: str, sop_instance_
             "ON CONFLICT(study_instance_uid) DO UPDATE SET last_instance_at = "
             "excluded.last_instance_at, instances = instances + 1, state = ?",
             (study_instance_uid, StudyState.RECEIVING, now, now, StudyState.RECEIVING))
-        db.execute("COMMIT")
+        if own:
+            db.execute("COMMIT")
     except sqlite3.Error:
-        db.execute("ROLLBACK")
+        if own:
+            db.execute("ROLLBACK")
         raise
 
 

@@ -234,3 +234,107 @@ def test_an_aborted_association_or_a_refused_instance_leaves_the_quiet_period(no
     c.release()  # the re-sent instance stored: now the sender is done
     released, last = _released(node)
     assert released >= last
+
+
+# -- concurrent senders share flushes; the listener waits on its sockets -----------------------
+def test_concurrent_stores_commit_together_and_each_gets_its_own_answer(tmp_path, chest_study,
+                                                                        monkeypatch):
+    """Eight threads store at once: their rows go in fewer transactions than instances, every
+    file is under its final name with its bytes, a duplicate inside a group is answered as a
+    duplicate, and an instance whose folder cannot be written fails alone."""
+    import threading
+
+    from l3node.spool import StoreOutcome
+    from l3node.state import instances as rows
+
+    spool = Spool(tmp_path / "spool", tmp_path / "state.db")
+    commits = []
+    real_record = rows.record_instance
+
+    def slow_record(db, **kw):  # widen the window in which the others queue up
+        commits.append(db.in_transaction)
+        real_record(db, **kw)
+    monkeypatch.setattr(rows, "record_instance", slow_record)
+    files = sorted(chest_study.glob("*.dcm"))[:6]
+    data = [f.read_bytes() for f in files]
+    uids = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    jobs = [(i, d, u) for i, (d, u) in enumerate(zip(data, uids, strict=True))]
+    jobs.append((6, data[0], uids[0]))  # the same instance again, at the same moment
+    blocked = spool.path_for("9.9", "9.9.2", "9.9.1")  # a folder where its file should go:
+    blocked.mkdir(parents=True)  # written under its temp name, then its rename fails
+    (blocked / "keep").write_text("")
+    start = threading.Barrier(len(jobs) + 1)
+    answers: dict[int, object] = {}
+
+    def send(i: int, payload: bytes, ds) -> None:
+        start.wait()
+        try:
+            answers[i] = spool.store(payload, sop_class_uid=ds.SOPClassUID,
+                                     sop_instance_uid=ds.SOPInstanceUID,
+                                     study_instance_uid=ds.StudyInstanceUID,
+                                     series_instance_uid=ds.SeriesInstanceUID)
+        except OSError as exc:
+            answers[i] = exc
+
+    def send_blocked() -> None:
+        start.wait()
+        try:
+            spool.store(data[1], sop_class_uid=str(uids[1].SOPClassUID),
+                        sop_instance_uid="9.9.1", study_instance_uid="9.9",
+                        series_instance_uid="9.9.2")
+            answers[99] = "stored"
+        except OSError as exc:
+            answers[99] = exc
+
+    threads = [threading.Thread(target=send, args=j) for j in jobs]
+    threads.append(threading.Thread(target=send_blocked))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert isinstance(answers[99], OSError)  # its rename failed: refused, alone
+        outcomes = [answers[i].outcome for i in range(7)]  # type: ignore[union-attr]
+        assert sorted(outcomes).count(StoreOutcome.DUPLICATE) == 1  # one of the two twins
+        for i in range(6):
+            path = spool.path_for(uids[i].StudyInstanceUID, uids[i].SeriesInstanceUID,
+                                  uids[i].SOPInstanceUID)
+            assert path.read_bytes() == data[i]
+        n = spool.db.execute("SELECT COUNT(*) FROM instance").fetchone()[0]
+        assert n == 6 and all(commits)  # every row inside a group's transaction
+        assert not list((tmp_path / "spool").rglob(".*.part"))  # no temp file left behind
+    finally:
+        spool.close()
+
+
+def test_the_listener_waits_on_its_sockets_and_still_times_out_idle_peers(tmp_path, chest_study):
+    """The node's associations use the waking DUL (l3node.reactor); a peer that goes silent
+    is still dropped after network_timeout, and release and abort still end associations."""
+    import time
+
+    from l3node import reactor
+
+    assert reactor.AVAILABLE, "pynetdicom changed: l3node.reactor's hooks are missing"
+    spool = Spool(tmp_path / "spool", tmp_path / "state.db")
+    rx = Receiver(NodeConfig(ae_title="L3NODE", host="127.0.0.1", port=0), spool)
+    rx.ae.network_timeout = 1.0  # pynetdicom's idle timer, which lives on the DUL
+    rx.start()
+    try:
+        files = sorted(chest_study.glob("*.dcm"))
+        a = _open(rx)
+        server_side = rx._server.active_associations
+        assert server_side and all(isinstance(s.dul, reactor.WakingDUL) for s in server_side)
+        t = time.perf_counter()
+        for f in files[:20]:
+            assert a.send_c_store(pydicom.dcmread(f)).Status == 0
+        per_instance = (time.perf_counter() - t) / 20
+        a.release()
+        b = _open(rx)
+        b.abort()
+        c = _open(rx)  # says nothing: the node gives up on it after network_timeout_s
+        assert wait_for(lambda: not c.is_established, 10, "idle association dropped")
+        assert wait_for(lambda: not rx._server.active_associations, 10, "all ended")
+        print(f"{per_instance * 1e3:.1f} ms per instance")
+    finally:
+        rx.stop()
+        spool.close()

@@ -1,9 +1,9 @@
 """The import graph is the pipeline: no cycles, no stage importing a later one, small modules.
 
 Ranks follow docs/architecture.md: foundations (configuration, statuses, logs, UIDs, image
-views) → the state store → the CT series reader and metrics → the stages in the order data
-flows → the node's wiring → its faces (status page, CLI, demo) and the phantom tool.  A
-module may import only modules of a lower rank, or of its own package.
+views) → the state store and the frame reader → the CT series reader and metrics → the
+stages in the order data flows → the node's wiring → its faces (status page, CLI, demo) and
+the phantom tool.  A module may import only modules of a lower rank, or of its own package.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2] / "l3node"
 MAX_LINES = 400
 
 RANK = {
-    "config": 0, "statuses": 0, "logs": 0, "uids": 0, "heap": 0, "tls": 1, "views": 3,
-    "state": 1, "metrics": 2, "series": 2,
+    "config": 0, "statuses": 0, "logs": 0, "uids": 0, "heap": 0, "tls": 1, "reactor": 1,
+    "views": 3,
+    "state": 1, "frames": 1, "metrics": 2, "series": 2,
     "spool": 3, "receive": 4, "select": 5, "localize": 6, "compose": 7, "dispatch": 8,
     "export": 9, "pipeline": 10, "warmup": 10, "schedule": 11, "node": 12,
     "web": 13, "phantom": 13, "cli_admin": 14, "cli_predict": 14,
