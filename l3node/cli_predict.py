@@ -45,10 +45,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="as the node's model.batch_size")
     p.add_argument("--precision", choices=[m.value for m in Precision],
                    default=d["precision"].default,
-                   help="bf16 autocast (faster on CPUs with bf16 support)")
+                   help="int8: ONNX Runtime, static int8 from MODEL/int8-calibration.json "
+                   "(the default; CPU); fp32; bf16: PyTorch autocast")
     p.add_argument("--runtime", choices=[m.value for m in Runtime],
                    default=d["runtime"].default,
-                   help="engine for the network (auto: ONNX Runtime for fp32 on the CPU)")
+                   help="engine for the network (auto: ONNX Runtime for int8 and fp32 on the "
+                   "CPU)")
 
 
 def model_config(args: argparse.Namespace, path: Path | None = None) -> ModelConfig:
@@ -116,6 +118,8 @@ def predict_summary(series: CTSeries, res: Result, model: LoadedModel, load_s: f
                      "sop_instance_uid": sl.sop_instance_uid,
                      "instance_number": sl.instance_number, "z_mm": round(sl.z_mm, 3),
                      "confidence": d.confidence}
+        if sl.frame_number is not None:  # a frame of a multi-frame CT: name it
+            out["l3"]["frame_number"] = sl.frame_number
     else:
         out["reason"] = res.reason
     if res.opinion is not None:
@@ -131,7 +135,8 @@ def _format_predict(o: dict) -> str:
         lines += [
             f"L3 slice: index {l3['index']} of {o['slice_count']} (sorted superior to "
             f"inferior), InstanceNumber {l3['instance_number']}, z = {l3['z_mm']:.1f} mm",
-            f"SOPInstanceUID: {l3['sop_instance_uid']}",
+            f"SOPInstanceUID: {l3['sop_instance_uid']}"
+            + (f", frame {l3['frame_number']}" if "frame_number" in l3 else ""),
             f"confidence: {l3['confidence']:.2f} (L3 run: slices {l3['first']}..{l3['last']})",
         ]
     else:

@@ -88,6 +88,7 @@ class Pipeline:
                       "sop_instance_uid": o.sop_instance_uid} for o in composed.objects])
         event(log, "study.processed", study=study_uid, version=version, status=res.status,
               series=series.series_instance_uid, l3_index=index,
+              l3_frame=sl.frame_number if sl else None,
               seconds=round(time.perf_counter() - t0, 2),
               evaluated=res.evaluated, slices=res.slice_count,
               anatomy=res.opinion.agreement if res.opinion else None)

@@ -21,6 +21,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     EnhancedCTImageStorage,
+    LegacyConvertedEnhancedCTImageStorage,
     Verification,
 )
 
@@ -32,7 +33,7 @@ from .spool import Spool, StoreOutcome
 from .statuses import Status
 
 log = logging.getLogger(__name__)
-CT_CLASSES = (CTImageStorage, EnhancedCTImageStorage)
+CT_CLASSES = (CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage)
 # Transfer syntaxes accepted for CT: those pydicom decodes with pylibjpeg (openjpeg, libjpeg,
 # rle) and pyjpegls.  Video, JPIP and JPEG XL are not offered for CT.
 CT_TRANSFER_SYNTAXES = (

@@ -4,7 +4,9 @@ One ranking for every entry point — the node, ``l3node predict``, the trainer'
 ``training evaluate`` — so "the production path" picks the same series everywhere.  Candidates
 must load as an axial CT series (:mod:`l3node.series` checks geometry) with at least
 ``selection.min_slices`` slices; then ORIGINAL/PRIMARY beats derived (``prefer_primary``), the
-widest z coverage (to 1 cm) wins, and the thinnest (or thickest) slices break ties.
+widest z coverage (to 1 cm) wins, and the thinnest (or thickest) slices break ties.  A
+multi-frame CT instance (Enhanced, Legacy Converted Enhanced) is ranked as the series of its
+frames: every frame counts as a slice, for ``min_slices`` as for coverage and thickness.
 """
 
 from __future__ import annotations
@@ -61,8 +63,11 @@ def select_series(folder: Path, rules: SelectionConfig | None = None,
             skipped[key] = "localizer/scout images"
             continue
         if len(cand.headers) < rules.min_slices:  # before its geometry: the first reason
-            skipped[key] = (f"series {key} has {len(cand.headers)} slices; at least "
-                            f"{rules.min_slices} are needed (selection.min_slices)")
+            frames = any(h[0].frame is not None for h in cand.headers)
+            skipped[key] = (f"series {key} has {len(cand.headers)} slices"
+                            + (" (frames of a multi-frame image)" if frames else "")
+                            + f"; at least {rules.min_slices} are needed "
+                            "(selection.min_slices)")
             continue
         try:
             ok.append(build_series(key, cand, bad_files))

@@ -5,6 +5,11 @@ Which series of a folder is used is :mod:`l3node.select`'s decision, not this mo
 Headers are read first (pixel data deferred, not read), so choosing a series and ordering it costs a
 fraction of decoding it; pixel data is decoded per slice, on demand, by :meth:`CTSeries.hu`.
 
+A multi-frame CT instance (Enhanced CT, Legacy Converted Enhanced CT) is read through the same
+interface: each frame becomes one slice (:class:`SliceHeader` with its 1-based ``frame``,
+geometry from the functional groups, :mod:`l3node.frames`), grouped and ordered exactly like
+single-frame slices, and only the frames asked for are decoded.
+
 Slices are ordered by their position along the slice normal (``ImagePositionPatient`` ·
 (row × column direction)), never by InstanceNumber or file name, and then presented
 superior to inferior: index 0 is the most superior slice, for head-first and feet-first
@@ -23,10 +28,22 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from .frames import (
+    ENHANCED_CT_IMAGE_STORAGE,
+    LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE,
+    MULTIFRAME_CT_CLASSES,
+    Frame,
+    FrameError,
+    read_frames,
+    read_frames_hu,
+    to_hu,
+)
+
 log = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+CT_CLASSES = (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE,
+              LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE)
 AXIAL_TOLERANCE_DEG = 5.0  # slice normal within this of the patient z axis
 GANTRY_TILT_TOLERANCE_DEG = 2.0  # slice stack direction vs slice normal
 MIN_SLICES = 2  # to order a stack; how many a study needs is selection.min_slices
@@ -41,7 +58,11 @@ class SeriesError(ValueError):
 
 @dataclass(frozen=True)
 class SliceHeader:
-    """What the localizer needs from one slice, read without its pixel data."""
+    """What the localizer needs from one slice, read without its pixel data.
+
+    A slice is a file, or one frame of a multi-frame file: ``frame`` is then set, and the
+    slice is (``sop_instance_uid``, ``frame.number``) — what a reference to it must name.
+    """
 
     path: Path
     sop_instance_uid: str
@@ -52,6 +73,17 @@ class SliceHeader:
     columns: int
     pixel_spacing: tuple[float, float]  # row spacing, column spacing
     slice_thickness: float | None
+    frame: Frame | None = None  # the frame of a multi-frame image; None: a single-frame one
+
+    @property
+    def frame_number(self) -> int | None:
+        """The 1-based frame number (ReferencedFrameNumber), ``None`` for a single frame."""
+        return self.frame.number if self.frame is not None else None
+
+    @property
+    def label(self) -> str:
+        """The slice in a message: its file name, and its frame when it is one."""
+        return self.path.name + ("" if self.frame is None else f" frame {self.frame.number}")
 
 
 @dataclass
@@ -91,8 +123,17 @@ class CTSeries:
         """
         first = self.slices[0]
         out = np.empty((len(indices), first.rows, first.columns), dtype=np.float32)
+        frames: dict[Path, list[tuple[int, Frame]]] = defaultdict(list)
         for k, i in enumerate(indices):
-            out[k] = read_hu(self.slices[i].path)
+            sl = self.slices[i]
+            if sl.frame is None:
+                out[k] = read_hu(sl.path)
+            else:  # one read per file for all its frames asked
+                frames[sl.path].append((k, sl.frame))
+        for path, wanted in frames.items():
+            for (k, _), img in zip(wanted, _read_frames(path, [f for _, f in wanted]),
+                                   strict=True):
+                out[k] = img
         return out
 
 
@@ -106,21 +147,21 @@ def read_hu(path: Path) -> np.ndarray:
                           f"({exc.__class__.__name__}: {exc})") from exc
 
 
+def _read_frames(path: Path, frames: list[Frame]) -> list[np.ndarray]:
+    """Frames of one multi-frame file in HU; :class:`SeriesError` names file and frames."""
+    try:
+        return read_frames_hu(path, frames)
+    except Exception as exc:  # as read_hu: a corrupt file raises anything
+        shown = ", ".join(str(f.number) for f in frames[:5]) + (" …" if len(frames) > 5 else "")
+        raise SeriesError(f"{path.name}: cannot decode the pixel data of frame(s) {shown} "
+                          f"({exc.__class__.__name__}: {exc})") from exc
+
+
 def _read_hu(path: Path) -> np.ndarray:
     ds = pydicom.dcmread(path)
-    arr = ds.pixel_array.astype(np.float32)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if slope != 1.0:
-        arr *= slope
-    if intercept:
-        arr += intercept
-    iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-    if iop[0] < 0:
-        arr = arr[:, ::-1]
-    if iop[4] < 0:
-        arr = arr[::-1, :]
-    return np.ascontiguousarray(arr)
+    return to_hu(ds.pixel_array, float(ds.get("RescaleSlope", 1) or 1),
+                 float(ds.get("RescaleIntercept", 0) or 0),
+                 [float(v) for v in ds.ImageOrientationPatient])
 
 
 def _uid(ds: pydicom.Dataset, keyword: str, meta_keyword: str | None = None) -> str:
@@ -167,46 +208,23 @@ def scan_folder(folder: Path) -> tuple[dict[str, _Candidate], list[tuple[Path, s
             continue
         sop_class = _uid(ds, "SOPClassUID", "MediaStorageSOPClassUID")
         modality = str(ds.get("Modality", "")).upper()
-        if sop_class not in (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE) and modality != "CT":
+        if sop_class not in CT_CLASSES and modality != "CT":
             skipped.append((path, f"not a CT image (SOP class {sop_class or 'missing'})"))
             continue
-        if sop_class == ENHANCED_CT_IMAGE_STORAGE:
-            skipped.append((path, "Enhanced CT (multi-frame) is not supported yet"))
-            continue
         try:
-            iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-            ipp = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-            spacing = tuple(float(v) for v in ds.PixelSpacing)
-            rows, cols = int(ds.Rows), int(ds.Columns)
-        except (AttributeError, TypeError, ValueError) as exc:
-            skipped.append((path, f"no image geometry ({exc})"))
-            continue
-        if iop.shape != (6,) or ipp.shape != (3,) or len(spacing) != 2:
-            skipped.append((path, "malformed ImageOrientationPatient/ImagePositionPatient"))
-            continue
-        if "PixelData" not in ds:
-            skipped.append((path, "no pixel data"))
+            if sop_class in MULTIFRAME_CT_CLASSES or "PerFrameFunctionalGroupsSequence" in ds:
+                rows = _frame_headers(path, ds, sop_class)
+            else:
+                rows = [_single_header(path, ds)]
+        except _Skip as exc:
+            skipped.append((path, str(exc)))
             continue
         image_type = tuple(str(v).upper() for v in ds.get("ImageType", []) or [])
         series_uid = _uid(ds, "SeriesInstanceUID")
         key = series_uid or f"(no SeriesInstanceUID; frame of reference "\
             f"{_uid(ds, 'FrameOfReferenceUID') or 'unknown'})"
-        normal = _normal(iop)
-        inst = ds.get("InstanceNumber")
-        thick = ds.get("SliceThickness")
-        header = SliceHeader(
-            path=path,
-            sop_instance_uid=_uid(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID"),
-            instance_number=_optional(inst, int),
-            position_mm=float(ipp @ normal),
-            z_mm=float(ipp[2]),
-            rows=rows,
-            columns=cols,
-            pixel_spacing=(spacing[0], spacing[1]),
-            slice_thickness=_optional(thick, float),
-        )
         g = groups[key]
-        g.headers.append((header, iop, ipp))
+        g.headers.extend(rows)
         g.study_uid = g.study_uid or _uid(ds, "StudyInstanceUID")
         g.description = g.description or str(ds.get("SeriesDescription", ""))
         g.image_type = g.image_type or image_type
@@ -215,6 +233,71 @@ def scan_folder(folder: Path) -> tuple[dict[str, _Candidate], list[tuple[Path, s
     for path, why in skipped:
         log.warning("skipped %s: %s", path.name, why)
     return dict(groups), skipped
+
+
+class _Skip(ValueError):
+    """A file that gives no slice; the message is the reason it is skipped."""
+
+
+def _matrix(ds: pydicom.Dataset) -> tuple[int, int]:
+    try:
+        return int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise _Skip(f"no image geometry ({exc})") from exc
+
+
+def _single_header(path: Path, ds: pydicom.Dataset
+                   ) -> tuple[SliceHeader, np.ndarray, np.ndarray]:
+    """The one slice of a single-frame CT image, with its orientation and position."""
+    try:
+        iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+        ipp = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+        spacing = tuple(float(v) for v in ds.PixelSpacing)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise _Skip(f"no image geometry ({exc})") from exc
+    rows, cols = _matrix(ds)
+    if iop.shape != (6,) or ipp.shape != (3,) or len(spacing) != 2:
+        raise _Skip("malformed ImageOrientationPatient/ImagePositionPatient")
+    if "PixelData" not in ds:
+        raise _Skip("no pixel data")
+    header = SliceHeader(
+        path=path,
+        sop_instance_uid=_uid(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+        instance_number=_optional(ds.get("InstanceNumber"), int),
+        position_mm=float(ipp @ _normal(iop)),
+        z_mm=float(ipp[2]),
+        rows=rows,
+        columns=cols,
+        pixel_spacing=(spacing[0], spacing[1]),
+        slice_thickness=_optional(ds.get("SliceThickness"), float),
+    )
+    return header, iop, ipp
+
+
+def _frame_headers(path: Path, ds: pydicom.Dataset, sop_class: str
+                   ) -> list[tuple[SliceHeader, np.ndarray, np.ndarray]]:
+    """One slice per frame of a multi-frame CT image (geometry from its functional groups);
+    a frame that cannot be placed skips the whole instance, naming the frame."""
+    kind = MULTIFRAME_CT_CLASSES.get(sop_class, "multi-frame CT")
+    try:
+        frames = read_frames(ds)
+    except FrameError as exc:
+        raise _Skip(f"{kind}: {exc}") from exc
+    rows, cols = _matrix(ds)
+    if "PixelData" not in ds:
+        raise _Skip(f"{kind}: no pixel data")
+    sop_uid = _uid(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID")
+    inst = _optional(ds.get("InstanceNumber"), int)
+    out = []
+    for f in frames:
+        iop = np.asarray(f.orientation, dtype=np.float64)
+        ipp = np.asarray(f.position, dtype=np.float64)
+        out.append((SliceHeader(
+            path=path, sop_instance_uid=sop_uid, instance_number=inst,
+            position_mm=float(ipp @ _normal(iop)), z_mm=float(ipp[2]), rows=rows,
+            columns=cols, pixel_spacing=f.pixel_spacing, slice_thickness=f.slice_thickness,
+            frame=f), iop, ipp))
+    return out
 
 
 def _optional(value: object, kind: type) -> Any:
@@ -260,7 +343,7 @@ def build_series(key: str, cand: _Candidate, skipped: list[tuple[Path, str]]) ->
         a, b = headers[order[k]][0], headers[order[k + 1]][0]
         raise SeriesError(
             f"series {key} has two slices at the same position {pos[k]:.2f} mm "
-            f"({a.path.name}, {b.path.name})"
+            f"({a.label}, {b.label})"
         )
     # Gantry tilt: the stack of slice origins must run along the normal.
     stack = ipps[-1] - ipps[0]

@@ -96,8 +96,9 @@ def build_axial_sc(series: CTSeries, index: int, confidence: float, model_versio
                              model_version)
     text = axial_banner(series, index, confidence, model_version, anatomy)
     img = _banner(Image.fromarray(window8(series.hu([index])[0], SOFT_TISSUE), mode="L"), text)
-    spacing = (float(ref.PixelSpacing[0]), float(ref.PixelSpacing[1]))
-    return _sc(ref, img, uids.sc_axial, uids, 1, spacing)
+    # The slice's spacing, not ref.PixelSpacing: a multi-frame CT keeps it per frame.
+    spacing = series.slices[index].pixel_spacing
+    return _sc(ref, img, uids.sc_axial, uids, 1, (float(spacing[0]), float(spacing[1])))
 
 
 def build_sagittal_sc(series: CTSeries, index: int, model_version: str,

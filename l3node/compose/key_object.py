@@ -4,12 +4,18 @@ Titled (113000, DCM, "Of Interest"), observed by the l3node device, it reference
 slice itself and the axial Secondary Capture, with the decision in words.  Many viewers show
 a KOS poorly (the SCs are what everyone sees), but a worklist or a body-composition tool can
 follow it to the original slice.
+
+When the slice is a frame of a multi-frame CT (Enhanced or Legacy Converted Enhanced), the
+reference names the instance and its ``ReferencedFrameNumber``: the instance alone would
+point at the whole stack.
 """
 
 from __future__ import annotations
 
 import highdicom as hd
+import pydicom
 from highdicom.sr.coding import CodedConcept
+from highdicom.sr.enum import RelationshipTypeValues
 from pydicom.sr.codedict import codes
 
 from ..series import CTSeries
@@ -30,7 +36,9 @@ def kos_description(series: CTSeries, index: int, confidence: float, model_versi
                     anatomy: str = "") -> str:
     """The key object's text: which slice, how found, how sure, and the second opinion."""
     sl = series.slices[index]
-    return (f"L3 slice {index + 1}/{len(series)} (InstanceNumber {sl.instance_number}, "
+    where = f"InstanceNumber {sl.instance_number}" + (
+        f", frame {sl.frame_number}" if sl.frame_number is not None else "")
+    return (f"L3 slice {index + 1}/{len(series)} ({where}, "
             f"z = {sl.z_mm:.1f} mm), found automatically by l3node model {model_version} "
             f"with confidence {confidence:.2f}; "
             + (f"{anatomy}; " if anatomy else "") + DISCLAIMER)
@@ -66,9 +74,38 @@ def build_key_object(series: CTSeries, index: int, confidence: float, model_vers
         description=kos_description(series, index, confidence, model_version,
                                     anatomy)[:1024],
     )
+    frame = series.slices[index].frame_number
+    if frame is not None:
+        _reference_frame(content, ref, frame)
     kos = hd.ko.KeyObjectSelectionDocument(
         evidence=[ref, key_image], content=content, series_instance_uid=uids.ko_series,
         series_number=KO_SERIES_NUMBER, sop_instance_uid=uids.ko, instance_number=1,
         manufacturer=MANUFACTURER, institution_name=None)
     kos.SeriesDescription = SERIES_DESCRIPTION
     return kos
+
+
+def _reference_frame(content: hd.ko.KeyObjectSelection, ref: pydicom.Dataset,
+                     frame: int) -> None:
+    """Make the content item that references ``ref`` name its ``frame`` (1-based).
+
+    highdicom's :class:`~highdicom.ko.KeyObjectSelection` references whole instances; its
+    :class:`~highdicom.sr.ImageContentItem` takes frame numbers, so that item is rebuilt with
+    the same concept name and relationship, and the frame.
+    """
+    items = content[0].ContentSequence
+    for k, item in enumerate(items):
+        refs = item.get("ReferencedSOPSequence") or []
+        if item.ValueType == "IMAGE" and refs and \
+                refs[0].ReferencedSOPInstanceUID == ref.SOPInstanceUID:
+            # del + insert, not items[k] = ...: highdicom's ContentSequence.__setitem__
+            # takes a Dataset for an iterable of items and refuses it.
+            del items[k]
+            items.insert(k, hd.sr.ImageContentItem(
+                name=CodedConcept.from_dataset(item.ConceptNameCodeSequence[0]),
+                referenced_sop_class_uid=ref.SOPClassUID,
+                referenced_sop_instance_uid=ref.SOPInstanceUID,
+                referenced_frame_numbers=frame,
+                relationship_type=RelationshipTypeValues.CONTAINS))
+            return
+    raise ValueError(f"the key object has no image item for {ref.SOPInstanceUID}")
