@@ -22,8 +22,10 @@ MODEL = ROOT / "models" / "default"
 
 def compare(studies: list[Phantom]) -> list[dict]:
     """Per study: torch vs ONNX Runtime decision, evaluated count, max abs Δp, inference s."""
-    torch_loc = Localizer(load_artifact(MODEL), ModelConfig(batch_size=4, runtime="torch"))
-    ort_loc = Localizer(load_artifact(MODEL), ModelConfig(batch_size=4, runtime="onnxruntime"))
+    torch_loc = Localizer(load_artifact(MODEL), ModelConfig(batch_size=4, runtime="torch",
+                                                              precision="fp32"))
+    ort_loc = Localizer(load_artifact(MODEL), ModelConfig(batch_size=4, runtime="onnxruntime",
+                                                              precision="fp32"))
     out = []
     for study in studies:
         series = load_series(study.folder)

@@ -8,8 +8,8 @@ machine, printed as one markdown table and written to ``benchmarks/RESULTS.md``.
    node with fsync switched off, to show what durability costs;
 2. end to end — a real node with an Orthanc C-STORE destination: the time from the moment
    the study turns complete (the scheduler claims it) to the KOS being queryable in Orthanc,
-   for a 5 mm and a 1 mm whole-body study: fp32 with ONNX Runtime (the default), fp32 with
-   PyTorch, and bf16 (PyTorch autocast);
+   for a 5 mm and a 1 mm whole-body study: int8 with ONNX Runtime (the default), fp32 with
+   ONNX Runtime, fp32 with PyTorch, and bf16 (PyTorch autocast);
 3. localizer — slices/s per stage (bench_localize.measure_parts) and how many slices the
    coarse-to-fine search sends through ResNet50 (``l3node predict``, bench_localize);
 4. memory — peak RSS (VmHWM) of the serve process over receiving + processing the study;
@@ -74,9 +74,11 @@ E2E_GOAL_S = 5.0  # complete → KOS in the PACS, 1 mm whole-body, 2 cores
 ACK_GOAL_S = 15.0  # last instance acknowledged → KOS in the PACS, shipped configuration
 RSS_GOAL_MIB = 1.5 * 1024
 # engines the end-to-end and predict rows compare: name → (model.precision, model.runtime)
-ENGINES = {"fp32": ("fp32", "auto"), "fp32-torch": ("fp32", "torch"), "bf16": ("bf16", "auto")}
-ENGINE_LABEL = {"fp32": "fp32, ONNX Runtime (default)", "fp32-torch": "fp32, PyTorch",
-                "bf16": "bf16, PyTorch"}
+ENGINES = {"int8": ("int8", "auto"), "fp32": ("fp32", "auto"), "fp32-torch": ("fp32", "torch"),
+           "bf16": ("bf16", "auto")}
+DEFAULT_ENGINE = "int8"  # ModelConfig's default precision with runtime "auto"
+ENGINE_LABEL = {"int8": "int8, ONNX Runtime (default)", "fp32": "fp32, ONNX Runtime",
+                "fp32-torch": "fp32, PyTorch", "bf16": "bf16, PyTorch"}
 # e2e: the shipped scheduler settings (a study completes study_settle_s after storescu
 # releases its association; the quiet period is the fallback)
 SHIPPED = SchedulerConfig()
@@ -358,7 +360,7 @@ def bench_e2e(studies: list[Phantom], engines: list[str], work: Path) -> list[Ro
                     f"state {r['state']}, result {r['status']}; node log: "
                     + r.get("log_tail", "").replace("\n", " ")[-300:])))
                 continue
-            is_goal = mm == 1.0 and engine == "fp32"  # the default configuration
+            is_goal = mm == 1.0 and engine == DEFAULT_ENGINE  # the default configuration
             rows.append(Row(
                 "end to end", f"{what}: study complete → KOS in Orthanc",
                 f"{r['complete_to_kos']:.1f} s",
@@ -486,7 +488,8 @@ NOTES = f"""\
 - **onnx**: the same Localizer with `runtime = "torch"` and `"onnxruntime"` (the graph
   exported from the artifact and optimised for this CPU by a child process, see
   `l3node/localize/runtime.py`); the held-out check of the switch is in the model card.
-- **engines**: "fp32, ONNX Runtime (default)" is `model.runtime = "auto"`; the goal rows
+- **engines**: "int8, ONNX Runtime (default)" is `model.precision = "int8"`,
+  `model.runtime = "auto"` (static int8 from `models/default/int8-calibration.json`); the goal rows
   are the default configuration.  predict's peak RSS with ONNX Runtime is the larger of the
   process and its export child (rusage); the node's figure is its own VmHWM.
 - **bare pynetdicom**: `benchmarks/bare_scp.py`, a storage SCP that writes each dataset's
@@ -516,7 +519,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="a check of the harness: one run each, 5 mm ingest, fp32 only")
+                    help="a check of the harness: one run each, 5 mm ingest, the default engine only")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--repeats", type=int, default=None, help="ingest runs per receiver "
@@ -546,7 +549,7 @@ def main() -> int:
         if "ingest" in parts:
             rows += bench_ingest(wb5 if args.quick else wb1, work / "ingest", repeats)
         if "e2e" in parts:
-            rows += bench_e2e([wb5, wb1], ["fp32"] if args.quick else list(ENGINES),
+            rows += bench_e2e([wb5, wb1], [DEFAULT_ENGINE] if args.quick else list(ENGINES),
                               work / "e2e")
         if "levers" in parts:
             rows += bench_lever_rows(wb1, args.quick)

@@ -96,6 +96,18 @@ def _evaluate_real(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import run
+
+    return run(args)
+
+
+def _int8_check(args: argparse.Namespace) -> int:
+    from .int8check import run
+
+    return run(args)
+
+
 def _nifti_to_dicom(args: argparse.Namespace) -> int:
     from .nifti import nifti_to_dicom
 
@@ -176,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--cache", type=Path, default=Path(".cache/slices"))
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--epochs", type=int, default=None, help="default: the config's")
-    cv.add_argument("--eval-precision", choices=[p.value for p in Precision], default="bf16",
+    cv.add_argument("--eval-precision", choices=[Precision.FP32.value, Precision.BF16.value],
+                    default="bf16",
                     help="precision of the test passes (bf16: as the search scores trials)")
     cv.add_argument("--check-fp16", choices=[m.value for m in InputMode], action="append",
                     default=[],
@@ -209,6 +222,27 @@ def main(argv: list[str] | None = None) -> int:
     er.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     add_model_options(er)
     er.set_defaults(func=_evaluate_real)
+    ca = sub.add_parser("calibrate", help="int8: measure the activation ranges of a model on "
+                        "phantom slices, offline (MODEL/int8-calibration.json)")
+    ca.add_argument("--data", type=Path, required=True,
+                    help="phantom studies (truth.json; make-phantom-set), never real cases")
+    ca.add_argument("--model", type=Path, default=default_model_dir())
+    ca.add_argument("--per-case", type=int, default=24,
+                    help="slices evenly over each series, plus its L3 body's")
+    ca.add_argument("--out", type=Path, default=None,
+                    help="default MODEL/int8-calibration.json")
+    ca.set_defaults(func=_calibrate)
+    ic = sub.add_parser("int8-check", help="int8 against fp32, case by case: status, L3 "
+                        "slice, max |p difference| on phantoms and the real cases")
+    ic.add_argument("--data", type=Path, action="append", default=[],
+                    help="phantom studies (truth.json); repeatable")
+    ic.add_argument("--real", type=Path, default=None,
+                    help="the real cases (shared/data layout, as evaluate-real)")
+    ic.add_argument("--work", type=Path, default=Path("real-eval"),
+                    help="converted real series (as evaluate-real's --work)")
+    ic.add_argument("--model", type=Path, default=default_model_dir())
+    ic.add_argument("--out", type=Path, required=True, help="the comparison (JSON)")
+    ic.set_defaults(func=_int8_check)
     nd = sub.add_parser("nifti-to-dicom", help="write a NIfTI CT volume (HU) as a DICOM series")
     nd.add_argument("nifti", type=Path)
     nd.add_argument("out", type=Path)

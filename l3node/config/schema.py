@@ -33,10 +33,11 @@ class Device(StrEnum):
 class Precision(StrEnum):
     FP32 = "fp32"
     BF16 = "bf16"  # autocast; faster on CPUs with bf16 instructions
+    INT8 = "int8"  # ONNX Runtime, static int8 from the model's calibration (localize.int8)
 
 
 class Runtime(StrEnum):
-    AUTO = "auto"  # ONNX Runtime for fp32 on the CPU, PyTorch otherwise
+    AUTO = "auto"  # ONNX Runtime for fp32 and int8 on the CPU, PyTorch otherwise
     TORCH = "torch"
     ONNXRUNTIME = "onnxruntime"
 
@@ -126,7 +127,8 @@ class ModelConfig:
 
     path: Path = field(default_factory=default_model_dir)
     device: Device = Device.CPU
-    precision: Precision = Precision.FP32
+    # int8: the same decisions as fp32 on every check case, network ~3× faster (model card)
+    precision: Precision = Precision.INT8
     batch_size: int = 4  # ResNet50 working memory; ONNX Runtime is no faster with larger
     runtime: Runtime = Runtime.AUTO  # see l3node.localize.runtime
 
@@ -139,10 +141,20 @@ class ModelConfig:
         b = self.batch_size
         if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= 1024:
             raise ConfigError(f"model.batch_size: must be an integer in [1, 1024], got {b!r}")
-        if self.runtime is Runtime.ONNXRUNTIME and (self.precision is not Precision.FP32
+        if self.precision is Precision.INT8:
+            if self.runtime is Runtime.TORCH:
+                raise ConfigError('model.precision: "int8" runs on ONNX Runtime only; set '
+                                  'runtime = "auto" or "onnxruntime", or precision = "fp32" '
+                                  'for PyTorch (got runtime = "torch")')
+            if self.device is not Device.CPU:
+                raise ConfigError('model.precision: "int8" runs on the CPU only (ONNX '
+                                  'Runtime); set device = "cpu", or precision = "fp32" for '
+                                  f'CUDA (got device = "{self.device}")')
+        if self.runtime is Runtime.ONNXRUNTIME and (self.precision is Precision.BF16
                                                     or self.device is not Device.CPU):
-            raise ConfigError('model.runtime: "onnxruntime" runs fp32 on the CPU only '
-                              '(precision = "fp32", device = "cpu"); use "auto" or "torch"')
+            raise ConfigError('model.runtime: "onnxruntime" runs fp32 or int8 on the CPU only '
+                              '(precision = "fp32" or "int8", device = "cpu"); use "auto" or '
+                              '"torch"')
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ class Result:
     timings: Timings = field(default_factory=Timings)
     reason: str = ""
     opinion: Opinion | None = None  # the anatomical second opinion (vertebra count)
+    scored: np.ndarray | None = None  # which slices went through the network (the rest of
+    # ``probs`` is interpolated)
 
     @property
     def index(self) -> int | None:
@@ -83,7 +85,7 @@ class Localizer:
         self.runtime = resolve_runtime(settings.runtime, settings.precision, device)
         self.net: Callable[[torch.Tensor], torch.Tensor]
         if self.runtime is Runtime.ONNXRUNTIME:
-            self.net, self.model = OnnxNet.from_model(model)
+            self.net, self.model = OnnxNet.from_model(model, settings.precision)
         elif model.net is None:
             raise ValueError("this model's PyTorch network was released; load it again")
         else:
@@ -127,7 +129,7 @@ class Localizer:
         self._t.total_s = time.perf_counter() - t0
         return Result(status=decision.status, slice_count=n, evaluated=int(done.sum()),
                       decision=decision, probs=profile, timings=self._t,
-                      reason=decision.reason, opinion=opinion)
+                      reason=decision.reason, opinion=opinion, scored=done)
 
     def _slices(self, idx: list[int]) -> np.ndarray:
         """Preprocessed single-channel images for these slice indices (cached)."""

@@ -22,7 +22,7 @@ def test_auto_picks_onnxruntime_only_for_fp32_on_the_cpu():
     assert resolve_runtime("auto", "bf16", "cpu") == "torch"
     assert resolve_runtime("auto", "fp32", "cuda") == "torch"
     assert resolve_runtime("torch", "fp32", "cpu") == "torch"
-    with pytest.raises(ConfigError, match="fp32 on the CPU only"):
+    with pytest.raises(ConfigError, match="fp32 or int8 on the CPU only"):
         ModelConfig(runtime="onnxruntime", precision="bf16")
     with pytest.raises(ConfigError, match=r"model\.runtime: must be one of"):
         ModelConfig(runtime="tensorrt")
@@ -35,12 +35,12 @@ def test_onnxruntime_gives_the_torch_probabilities_and_decision(tmp_path):
                                           transitional_rate=0.0, truncated_rate=0.0), workers=2)
     series = load_series(tmp_path)
     ref = Localizer(load_artifact(default_model_dir()),
-                    ModelConfig(batch_size=8, runtime="torch"))
+                    ModelConfig(batch_size=8, runtime="torch", precision="fp32"))
     ort = Localizer(load_artifact(default_model_dir()),
-                    ModelConfig(batch_size=8, runtime="onnxruntime"))
+                    ModelConfig(batch_size=8, runtime="onnxruntime", precision="fp32"))
     assert isinstance(ort.net, OnnxNet) and ort.model.net is None
     with pytest.raises(ValueError, match="released"):
-        Localizer(ort.model, ModelConfig(runtime="torch"))
+        Localizer(ort.model, ModelConfig(runtime="torch", precision="fp32"))
     a, b = ref.run(series, exhaustive=True), ort.run(series, exhaustive=True)
     assert a.evaluated == b.evaluated == len(series)
     assert np.abs(a.probs - b.probs).max() < 1e-4

@@ -67,11 +67,15 @@ def test_config_validates_web_and_logging():
 
 
 def test_config_checks_the_runtime():
-    assert parse_config({"model": {"runtime": "torch"}}).model.runtime == "torch"
+    torch = {"runtime": "torch", "precision": "fp32"}
+    assert parse_config({"model": torch}).model.runtime == "torch"
+    assert parse_config({}).model.precision == "int8"  # the shipped default (model card)
+    with pytest.raises(ConfigError, match=r'"int8" runs on ONNX Runtime only'):
+        parse_config({"model": {"runtime": "torch"}})
     assert parse_config({}).model.runtime == "auto"
     with pytest.raises(ConfigError, match=r"model\.runtime"):
         parse_config({"model": {"runtime": "tvm"}})
-    with pytest.raises(ConfigError, match="fp32 on the CPU only"):
+    with pytest.raises(ConfigError, match="fp32 or int8 on the CPU only"):
         parse_config({"model": {"runtime": "onnxruntime", "precision": "bf16"}})
 
 
@@ -83,7 +87,7 @@ def test_settings_are_enums_however_they_are_built():
     assert cfg.model.device is Device.AUTO and cfg.model.precision is Precision.BF16
     assert cfg.node.other_storage is OtherStorage.REJECT
     assert cfg.destinations[0].kind is DestinationKind.FOLDER
-    assert ModelConfig(runtime="torch").runtime is Runtime.TORCH
+    assert ModelConfig(runtime="torch", precision="fp32").runtime is Runtime.TORCH
     assert NodeConfig(other_storage="ignore").other_storage is OtherStorage.IGNORE
     assert DestinationConfig(name="p", kind="dimse").kind is DestinationKind.DIMSE
     with pytest.raises(ConfigError, match=r"model\.device"):
