@@ -74,7 +74,8 @@ def main() -> int:
     else:
         print(f"   L3 not found: {r['reason']}")
     for f in sorted((WORK / "outbox").glob("*.dcm")):
-        kind = {"KO": "Key Object Selection", "OT": "Secondary Capture"}[f.name[:2]]
+        kind = {"KO": "Key Object Selection", "OT": "Secondary Capture",
+                "SR": "Measurement Report (SR)"}[f.name[:2]]
         print(f"   {kind}: {f}")
     print(f"done in {time.perf_counter() - t0:.1f} s (send to export "
           f"{time.perf_counter() - t1:.1f} s)")

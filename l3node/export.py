@@ -1,8 +1,11 @@
 """The export queue's policy: deliver each pending result set, retry with backoff, give up.
 
 A failed attempt waits ``retry.backoff_s`` × 2^(attempt − 1), at most ``backoff_max_s``;
-after ``max_attempts`` the export is failed and stays so until ``l3node retry``.  The rows
-are :mod:`l3node.state.exports`'; the transports are :mod:`l3node.dispatch`'s.
+after ``max_attempts`` the export is failed and stays so until ``l3node retry``.  Each
+destination is sent the objects of the kinds it wants (its ``objects``); one that wants none
+of a result's objects (``objects = ["kos"]`` and L3 not found) is marked sent at once, with
+no association.  The rows are :mod:`l3node.state.exports`'; the transports are
+:mod:`l3node.dispatch`'s.
 """
 
 from __future__ import annotations
@@ -39,15 +42,17 @@ class Exporter:
             dest = self.destinations.get(due.destination)
             if dest is None:  # removed from the configuration since: left pending
                 continue
-            try:
-                send(dest, due.files, self.cfg.node.ae_title, tls=self.cfg.tls)
-            except (DispatchError, OSError) as exc:
-                self._failed_attempt(due, str(exc))
-                continue
+            files = due.files_for({str(k) for k in dest.objects})
+            if files:
+                try:
+                    send(dest, files, self.cfg.node.ae_title, tls=self.cfg.tls)
+                except (DispatchError, OSError) as exc:
+                    self._failed_attempt(due, str(exc))
+                    continue
             latency = queue.mark_sent(self.db, due, time.time())
             self.metrics.exports.labels(due.destination, "sent").inc()
             event(log, "export.sent", study=due.study_uid, version=due.version,
-                  destination=due.destination)
+                  destination=due.destination, objects=len(files))
             if latency is not None:
                 self.metrics.latency_seconds.observe(latency)
                 event(log, "study.exported", study=due.study_uid, version=due.version,

@@ -76,7 +76,8 @@ class Pipeline:
                            self.results_root / safe_name(study_uid) / f"v{version}",
                            reason=res.reason,
                            not_found_sc_enabled=self.cfg.results.not_found_sc,
-                           anatomy=res.opinion.banner() if res.opinion else "")
+                           anatomy=res.opinion.banner() if res.opinion else "",
+                           opinion=res.opinion)
         sl = series.slices[index] if index is not None else None
         outcome = Outcome(
             study_uid, version, StudyState.DONE if sl else StudyState.NOT_FOUND, res.status,

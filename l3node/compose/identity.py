@@ -16,6 +16,7 @@ from ..uids import derived_uid
 MANUFACTURER = "l3node"
 SC_SERIES_NUMBER = 9301
 KO_SERIES_NUMBER = 9302
+SR_SERIES_NUMBER = 9303
 SERIES_DESCRIPTION = "L3 (automated)"
 DISCLAIMER = "not for diagnosis"
 
@@ -30,6 +31,8 @@ class ResultUIDs:
     sc_sagittal: str
     sc_not_found: str
     ko: str
+    sr_series: str
+    sr: str
 
     @classmethod
     def derive(cls, study_uid: str, series_uid: str, model_version: str) -> ResultUIDs:
@@ -37,11 +40,12 @@ class ResultUIDs:
             return derived_uid("l3node-result", study_uid, series_uid, model_version, kind)
 
         return cls(u("sc-series"), u("ko-series"), u("sc-axial"), u("sc-sagittal"),
-                   u("sc-not-found"), u("ko"))
+                   u("sc-not-found"), u("ko"), u("sr-series"), u("sr"))
 
 
 def device_uid() -> str:
-    """The observer device of every key object: this software, the same on every node."""
+    """The observer device of every key object and report: this software, the same on
+    every node."""
     return derived_uid("l3node-device")
 
 

@@ -19,6 +19,7 @@ from .schema import (
     PathsConfig,
     Precision,
     Prefer,
+    ResultObject,
     ResultsConfig,
     RetryConfig,
     Runtime,
@@ -33,7 +34,7 @@ from .schema import (
 __all__ = [
     "Config", "ConfigError", "DestinationConfig", "DestinationKind", "Device",
     "HousekeepingConfig", "LoggingConfig", "ModelConfig", "NodeConfig", "OtherStorage",
-    "PathsConfig", "Precision", "Prefer", "ResultsConfig", "RetryConfig", "Runtime",
+    "PathsConfig", "Precision", "Prefer", "ResultObject", "ResultsConfig", "RetryConfig", "Runtime",
     "SchedulerConfig", "SelectionConfig", "TLSConfig", "WebConfig", "check_ae_title",
     "default_model_dir", "load_config", "parse_config",
 ]

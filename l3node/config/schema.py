@@ -218,6 +218,14 @@ class TLSConfig:
     require_client_cert: bool = True  # listener: senders need a certificate from tls.ca
 
 
+class ResultObject(StrEnum):
+    """What a destination may be sent of a result (``objects`` of a ``[[destinations]]``)."""
+
+    KOS = "kos"  # the Key Object Selection (L3 found only)
+    SC = "sc"  # the Secondary Captures: axial and sagittal, or the not-found one
+    SR = "sr"  # the TID 1500 Measurement Report (found and not found)
+
+
 @dataclass(frozen=True)
 class DestinationConfig:
     name: str
@@ -229,10 +237,22 @@ class DestinationConfig:
     url: str = ""  # stowrs: the DICOMweb root, e.g. http://pacs:8042/dicom-web
     token_env: str = ""  # stowrs: environment variable holding a bearer token (never logged)
     tls: bool = False  # dimse: DICOM TLS with the [tls] certificates
+    objects: tuple[ResultObject, ...] = tuple(ResultObject)  # the kinds sent there
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", choice(DestinationKind, self.kind,
                                                 f"destination {self.name!r}: kind"))
+        key = f"destination {self.name!r}: objects"
+        objs = self.objects
+        if isinstance(objs, str) or not isinstance(objs, list | tuple):
+            raise ConfigError(f'{key}: must be a list of "kos", "sc" and "sr", got {objs!r}')
+        objs = tuple(choice(ResultObject, o, key) for o in objs)
+        if not objs:
+            raise ConfigError(f"{key}: must name at least one of "
+                              '"kos", "sc", "sr" (remove the destination to send it nothing)')
+        if len(set(objs)) != len(objs):
+            raise ConfigError(f"{key}: names an object twice: {[str(o) for o in objs]}")
+        object.__setattr__(self, "objects", objs)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
 """The delivery queue: one row per (study, version, destination), pending until sent.
 
 The retry policy (how many attempts, how long between them) is :mod:`l3node.export`'s; here
-are only the rows it reads and moves.
+are only the rows it reads and moves.  Each destination gets the objects of the kinds it wants
+(``objects`` in its configuration), read from the result row's recorded kinds.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .db import ExportState, StudyState
@@ -23,14 +25,37 @@ class Due:
     destination: str
     attempts: int
     files: list[Path]
+    kinds: list[str | None] = field(default_factory=list)  # per file; None: not recorded
+
+    def files_for(self, wanted: Collection[str]) -> list[Path]:
+        """The files whose kind's group (:func:`object_group`) is in ``wanted`` ("kos",
+        "sc", "sr"); a file without a recorded kind (a result from before kinds were
+        recorded) goes to every destination."""
+        kinds = self.kinds or [None] * len(self.files)
+        return [f for f, k in zip(self.files, kinds, strict=True)
+                if k is None or object_group(k) in wanted]
+
+
+def object_group(kind: str) -> str:
+    """A result object's kind as a destination names it: every Secondary Capture
+    (``sc-axial``, ``sc-sagittal``, ``sc-not-found``) is ``sc``."""
+    return "sc" if kind.startswith("sc-") else kind
 
 
 def due(db: sqlite3.Connection, now: float) -> list[Due]:
     rows = db.execute(
-        "SELECT e.study_instance_uid, e.version, e.destination, e.attempts, r.files FROM "
-        "export e JOIN result r USING (study_instance_uid, version) WHERE e.state = ? "
-        "AND e.next_attempt_at <= ?", (ExportState.PENDING, now)).fetchall()
-    return [Due(s, v, d, a, [Path(f) for f in json.loads(files)]) for s, v, d, a, files in rows]
+        "SELECT e.study_instance_uid, e.version, e.destination, e.attempts, r.files, "
+        "r.objects FROM export e JOIN result r USING (study_instance_uid, version) "
+        "WHERE e.state = ? AND e.next_attempt_at <= ?", (ExportState.PENDING, now)).fetchall()
+    out = []
+    for s, v, d, a, files, objects in rows:
+        objs = json.loads(objects) if objects else []
+        if objs:
+            out.append(Due(s, v, d, a, [Path(o["path"]) for o in objs],
+                           [o.get("kind") for o in objs]))
+        else:
+            out.append(Due(s, v, d, a, [Path(f) for f in json.loads(files)]))
+    return out
 
 
 def _key(d: Due) -> tuple[str, int, str]:

@@ -35,9 +35,11 @@ from ..conftest import load_truth
 DCIODVFY = Path("/usr/bin/dciodvfy")
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 KOS_STORAGE = "1.2.840.10008.5.1.4.1.1.88.59"
+SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR (compose.report)
 MODEL = "test-1.0"
 IOD = {"sc-axial": "SCImage", "sc-sagittal": "SCImage", "sc-not-found": "SCImage",
-       "kos": "KeyObjectSelectionDocument"}
+       "kos": "KeyObjectSelectionDocument", "sr": "Comprehensive3DSR"}
+STORAGE = {"kos": KOS_STORAGE, "sr": SR_STORAGE}
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +95,14 @@ def _content_references(kos: pydicom.Dataset) -> set[str]:
 def test_found_result_round_trips_and_the_kos_points_at_the_l3_slice(study, found):
     series, truth = study
     a, b = found
-    assert [o.kind for o in a.objects] == ["sc-axial", "sc-sagittal", "kos"]
+    assert [o.kind for o in a.objects] == ["sc-axial", "sc-sagittal", "sr", "kos"]
     assert a.files == [o.path for o in a.objects] and all(p.is_file() for p in a.files)
     ct = pydicom.dcmread(series.slices[0].path, stop_before_pixels=True)
     by_kind: dict[str, pydicom.Dataset] = {}
     for o in a.objects:
         ds = _round_trip(o.path)
         by_kind[o.kind] = ds
-        assert ds.SOPClassUID == o.sop_class_uid == (KOS_STORAGE if o.kind == "kos"
-                                                    else SC_STORAGE), o.kind
+        assert ds.SOPClassUID == o.sop_class_uid == STORAGE.get(o.kind, SC_STORAGE), o.kind
         assert ds.SOPInstanceUID == o.sop_instance_uid
         assert ds.file_meta.MediaStorageSOPInstanceUID == o.sop_instance_uid
         assert ds.StudyInstanceUID == series.study_instance_uid
@@ -122,24 +123,27 @@ def test_found_result_round_trips_and_the_kos_points_at_the_l3_slice(study, foun
     assert [o.sop_instance_uid for o in b.objects] == [o.sop_instance_uid for o in a.objects]
     assert [p.name for p in b.files] == [p.name for p in a.files]
     uids = ResultUIDs.derive(series.study_instance_uid, series.series_instance_uid, MODEL)
-    assert [o.sop_instance_uid for o in a.objects] == [uids.sc_axial, uids.sc_sagittal, uids.ko]
+    assert [o.sop_instance_uid for o in a.objects] == [uids.sc_axial, uids.sc_sagittal,
+                                                       uids.sr, uids.ko]
     # ... and another model version different ones.
     other = ResultUIDs.derive(series.study_instance_uid, series.series_instance_uid, "2.0")
-    assert not {other.sc_axial, other.sc_sagittal, other.ko} & {o.sop_instance_uid
-                                                                 for o in a.objects}
+    assert not {other.sc_axial, other.sc_sagittal, other.sr, other.ko} & {
+        o.sop_instance_uid for o in a.objects}
 
 
-def test_not_found_result_is_one_sc_and_no_kos(study, not_found, tmp_path):
+def test_not_found_result_is_one_sc_a_report_and_no_kos(study, not_found, tmp_path):
     series, _ = study
-    assert [o.kind for o in not_found.objects] == ["sc-not-found"]
+    assert [o.kind for o in not_found.objects] == ["sc-not-found", "sr"]
     ds = _round_trip(not_found.files[0])
     assert ds.SOPClassUID == SC_STORAGE
     assert ds.SOPInstanceUID == ResultUIDs.derive(
         series.study_instance_uid, series.series_instance_uid, MODEL).sc_not_found
     assert ds.StudyInstanceUID == series.study_instance_uid
     assert not_found.of_kind("kos") is None
+    # Without the SC the report still says "not found" (to a viewer that reads SR).
     off = compose(series, None, 0.0, MODEL, tmp_path / "off", not_found_sc_enabled=False)
-    assert off.objects == [] and off.files == [] and not list((tmp_path / "off").iterdir())
+    assert [o.kind for o in off.objects] == ["sr"]
+    assert [p.name for p in (tmp_path / "off").iterdir()] == [off.files[0].name]
 
 
 @pytest.mark.skipif(not DCIODVFY.exists(),

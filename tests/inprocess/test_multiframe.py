@@ -213,6 +213,15 @@ def test_the_kos_references_the_frame_and_the_sc_is_made_from_it(single, twins, 
     text = next(i.TextValue for i in kos.ContentSequence if i.ValueType == "TEXT"
                 and i.ConceptNameCodeSequence[0].CodeValue == "113012")  # Key Object Description
     assert f"frame {frame}," in text
+    # The report's image region names the frame too.
+    sr = pydicom.dcmread(composed[kind].of_kind("sr").path)
+    (region,) = [i for g in sr.ContentSequence if g.ValueType == "CONTAINER"
+                 for m in g.get("ContentSequence", []) for i in _walk(m)
+                 if i.ValueType == "SCOORD"]
+    (img,) = region.ContentSequence
+    ref = img.ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == mf_uid and ref.ReferencedSOPClassUID == SOP_CLASS[kind]
+    assert [int(n) for n in np.atleast_1d(ref.ReferencedFrameNumber)] == [frame]
     # The SCs are made from that frame: the same pixels as from the single-frame twin.
     for which in ("sc-axial", "sc-sagittal"):
         mine = pydicom.dcmread(composed[kind].of_kind(which).path)
@@ -221,11 +230,19 @@ def test_the_kos_references_the_frame_and_the_sc_is_made_from_it(single, twins, 
         assert (mine.PatientID, mine.PixelSpacing) == (theirs.PatientID, theirs.PixelSpacing)
 
 
+def _walk(item: Dataset):
+    """``item`` and every content item below it."""
+    yield item
+    for child in item.get("ContentSequence", []):
+        yield from _walk(child)
+
+
 @pytest.mark.skipif(not DCIODVFY.exists(),
                     reason=f"{DCIODVFY} not found (Debian package dicom3tools: `make peers`)")
 @pytest.mark.parametrize("kind", KINDS)
 def test_dciodvfy_is_clean_on_results_from_a_multiframe_source(composed, kind):
-    iod = {"kos": "KeyObjectSelectionDocument", "sc-axial": "SCImage", "sc-sagittal": "SCImage"}
+    iod = {"kos": "KeyObjectSelectionDocument", "sc-axial": "SCImage", "sc-sagittal": "SCImage",
+           "sr": "Comprehensive3DSR"}
     for o in composed[kind].objects:
         res = subprocess.run([str(DCIODVFY), str(o.path)], capture_output=True, text=True,
                              timeout=60)

@@ -73,11 +73,26 @@ def _results_in_orthanc(o: Orthanc, study_uid: str) -> dict[str, list[pydicom.Da
     return out
 
 
+def _image_references(sr: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """The Referenced SOP Sequence items of every IMAGE content item in the report."""
+    out, todo = [], list(sr.ContentSequence)
+    while todo:
+        item = todo.pop()
+        if item.ValueType == "IMAGE":
+            out += list(item.ReferencedSOPSequence)
+        todo += list(item.get("ContentSequence", []))
+    return out
+
+
 def test_study_goes_through_the_node_into_orthanc(tmp_path, orthanc, abdomen_study, caplog):
     caplog.set_level(logging.DEBUG)
     truth = load_truth(abdomen_study)
     study_uid = truth["series"]["study_instance_uid"]
-    node = Node(_config(tmp_path, orthanc))
+    cfg = _config(tmp_path, orthanc)
+    # A second destination wanting the key object only (e.g. a body-composition tool).
+    cfg = replace(cfg, destinations=(*cfg.destinations, DestinationConfig(
+        name="kos-only", kind="folder", path=tmp_path / "kos-only", objects=("kos",))))
+    node = Node(cfg)
     node.start()
     try:
         _send(node.receiver.port, abdomen_study)
@@ -91,8 +106,8 @@ def test_study_goes_through_the_node_into_orthanc(tmp_path, orthanc, abdomen_stu
     z = truth["series"]["z_positions_mm"]
     assert abs(z[k] - truth["l3"]["middle_z_mm"]) <= 10.0  # the model on a held-out phantom
     res = _results_in_orthanc(orthanc, study_uid)
-    assert sorted(res) == ["KO", "OT"]
-    assert len(res["KO"]) == 1 and len(res["OT"]) == 2
+    assert sorted(res) == ["KO", "OT", "SR"]
+    assert len(res["KO"]) == 1 and len(res["OT"]) == 2 and len(res["SR"]) == 1
     kos = res["KO"][0]
     refs = {item.ReferencedSOPInstanceUID
             for e in kos.CurrentRequestedProcedureEvidenceSequence
@@ -101,6 +116,13 @@ def test_study_goes_through_the_node_into_orthanc(tmp_path, orthanc, abdomen_stu
     assert {sc.SOPInstanceUID for sc in res["OT"]} & refs  # the KOS points at the L3 SC too
     assert kos.ConceptNameCodeSequence[0].CodeValue == "113000"
     assert all(sc.StudyInstanceUID == study_uid for sc in res["OT"])
+    # The measurement report, read back from Orthanc, points at the chosen slice.
+    sr = res["SR"][0]
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert [r.ReferencedSOPInstanceUID for r in _image_references(sr)] == [chosen]
+    assert [f.name for f in (tmp_path / "kos-only").iterdir()] == [
+        f"KO-{kos.SOPInstanceUID}.dcm"]  # objects = ["kos"]: the KOS and nothing else
     for f in (tmp_path / "spool" / "_results").rglob("*.dcm"):
         r = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
         out = r.stdout + r.stderr
@@ -134,7 +156,8 @@ def test_restart_between_receive_and_processing_gives_one_result_set(tmp_path, o
         second.stop()
     assert again[0]["result"] == "not_found" and again[0]["version"] == 1
     res = _results_in_orthanc(orthanc, study_uid)
-    assert sorted(res) == ["OT"] and len(res["OT"]) == 1  # "L3 not in field of view" SC only
+    # "L3 not in field of view": one SC, and the report saying so
+    assert sorted(res) == ["OT", "SR"] and len(res["OT"]) == 1 and len(res["SR"]) == 1
 
 
 def _db(cfg: Config) -> sqlite3.Connection:
@@ -158,7 +181,7 @@ def test_stow_rs_export_into_orthanc_dicomweb(tmp_path, abdomen_study):
             node.stop()
         assert row["state"] == "exported", row
         res = _results_in_orthanc(o, load_truth(abdomen_study)["series"]["study_instance_uid"])
-        assert sorted(res) == ["KO", "OT"] and len(res["OT"]) == 2
+        assert sorted(res) == ["KO", "OT", "SR"] and len(res["OT"]) == 2
     finally:
         o.stop()
 
@@ -198,7 +221,7 @@ def test_a_released_series_completes_at_once_and_a_second_series_reruns(tmp_path
     assert row["instances"] == len(sops) + 10
     assert row["l3_sop_instance_uid"] in sops  # still the full series' slice
     res = _results_in_orthanc(orthanc, truth["series"]["study_instance_uid"])
-    assert len(res["KO"]) == 1 and len(res["OT"]) == 2  # replaced, not duplicated
+    assert len(res["KO"]) == 1 and len(res["OT"]) == 2 and len(res["SR"]) == 1  # replaced
 
 
 def test_retention_removes_spooled_input_after_export(tmp_path, orthanc, chest_study):
@@ -302,9 +325,9 @@ def test_a_rerun_supersedes_the_undelivered_results_of_the_earlier_run(tmp_path,
         assert exports()[1] == ("superseded", attempts_1)  # never tried again
         study_uid = row["study_instance_uid"]
         res = _results_in_orthanc(o, study_uid)
-        assert len(res["KO"]) == 1 and len(res["OT"]) == 2
+        assert len(res["KO"]) == 1 and len(res["OT"]) == 2 and len(res["SR"]) == 1
         changes = o.get("/changes?limit=1000")["Changes"]  # type: ignore[index]
-        assert sum(c["ChangeType"] == "NewInstance" for c in changes) == 3
+        assert sum(c["ChangeType"] == "NewInstance" for c in changes) == 4
     finally:
         node.stop()
         db.close()

@@ -72,7 +72,7 @@ def test_multiframe_study_gets_a_kos_that_references_the_frame(tmp_path, orthanc
     k = row["l3_index"]
     assert abs(truth["series"]["z_positions_mm"][k] - truth["l3"]["middle_z_mm"]) <= 10.0
     res = _results_in_orthanc(orthanc, study_uid)
-    assert sorted(res) == ["KO", "OT"] and len(res["KO"]) == 1 and len(res["OT"]) == 2
+    assert sorted(res) == ["KO", "OT", "SR"] and len(res["KO"]) == 1 and len(res["OT"]) == 2
     refs = [r for item in res["KO"][0].ContentSequence if item.ValueType == "IMAGE"
             for r in item.ReferencedSOPSequence if r.ReferencedSOPInstanceUID == mf_uid]
     assert len(refs) == 1 and refs[0].ReferencedSOPClassUID == SOP_CLASS[kind]

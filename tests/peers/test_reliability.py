@@ -392,7 +392,7 @@ def test_kill_9_at_chosen_points_loses_no_acknowledged_instance_and_gives_one_re
     for s in studies:
         in_pacs = result_sops(pacs, s.uid)
         expected = spooled_result_sops(db, s.uid)
-        assert sorted(expected.values()) == ["KO", "OT", "OT"], expected  # L3 found
+        assert sorted(expected.values()) == ["KO", "OT", "OT", "SR"], expected  # L3 found
         assert in_pacs == expected, (s.uid, in_pacs, expected)  # one result set, no stale one
         assert set(s.sops) <= set(_db_sops(db, s.uid))
     versions = [db_rows(db, "SELECT version FROM study WHERE study_instance_uid = ?",
