@@ -519,7 +519,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="a check of the harness: one run each, 5 mm ingest, the default engine only")
+                    help="a check of the harness: one run each, 5 mm ingest, the default "
+                    "engine only")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--repeats", type=int, default=None, help="ingest runs per receiver "
