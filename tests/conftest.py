@@ -46,6 +46,17 @@ def abdomen_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_abdomen_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 10 mm, 128² abdomen-pelvis phantom (a few dozen slices): compose, the SR and the
+    multi-frame twins; the default model finds its L3.  Read only: tests write elsewhere."""
+    folder = tmp_path_factory.mktemp("small-abd")
+    generate_study(folder, StudyRequest(seed=21, preset="abdomen-pelvis", slice_mm=10.0,
+                                        matrix=128, transitional_rate=0.0,
+                                        truncated_rate=0.0), workers=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def chest_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _study(tmp_path_factory, "chest", seed=4, preset="chest", slice_mm=5.0)
 

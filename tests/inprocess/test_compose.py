@@ -26,7 +26,6 @@ from l3node.compose import (
     build_sagittal_sc,
     compose,
 )
-from l3node.phantom import StudyRequest, generate_study
 from l3node.select import load_series
 from l3node.series import CTSeries
 
@@ -43,12 +42,8 @@ STORAGE = {"kos": KOS_STORAGE, "sr": SR_STORAGE}
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[CTSeries, dict]:
-    folder = tmp_path_factory.mktemp("compose-phantom")
-    generate_study(folder, StudyRequest(seed=21, preset="abdomen-pelvis", slice_mm=10.0,
-                                        matrix=128, transitional_rate=0.0,
-                                        truncated_rate=0.0), workers=1)
-    return load_series(folder), load_truth(folder)
+def study(small_abdomen_study: Path) -> tuple[CTSeries, dict]:
+    return load_series(small_abdomen_study), load_truth(small_abdomen_study)
 
 
 @pytest.fixture(scope="module")

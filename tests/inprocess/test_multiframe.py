@@ -21,7 +21,6 @@ from pydicom.dataset import Dataset
 from l3node.compose import compose
 from l3node.config import ModelConfig, SelectionConfig, default_model_dir
 from l3node.frames import FrameError, read_frames
-from l3node.phantom import StudyRequest, generate_study
 from l3node.phantom.enhanced import SOP_CLASS, multiframe_twin
 from l3node.select import load_series, select_series
 from l3node.series import SeriesError
@@ -34,12 +33,8 @@ KINDS = ("legacy", "enhanced")
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("mf-single")
-    generate_study(folder, StudyRequest(seed=21, preset="abdomen-pelvis", slice_mm=10.0,
-                                        matrix=128, transitional_rate=0.0,
-                                        truncated_rate=0.0), workers=1)
-    return folder
+def single(small_abdomen_study: Path) -> Path:
+    return small_abdomen_study
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from l3node.compose.report import (
     TRANSITIONAL,
 )
 from l3node.localize.opinion import Opinion
-from l3node.phantom import StudyRequest, generate_study
 from l3node.select import load_series
 from l3node.series import CTSeries
 
@@ -36,12 +35,8 @@ AGREES = Opinion(mode="flag", agreement="agree", count={"bodies": []}, transitio
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[CTSeries, dict]:
-    folder = tmp_path_factory.mktemp("report-phantom")
-    generate_study(folder, StudyRequest(seed=21, preset="abdomen-pelvis", slice_mm=10.0,
-                                        matrix=128, transitional_rate=0.0,
-                                        truncated_rate=0.0), workers=1)
-    return load_series(folder), load_truth(folder)
+def study(small_abdomen_study: Path) -> tuple[CTSeries, dict]:
+    return load_series(small_abdomen_study), load_truth(small_abdomen_study)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import pytest
 
 from l3node import receive
 from l3node.node import Node
-from l3node.phantom import StudyRequest, generate_study
 from l3node.phantom.enhanced import SOP_CLASS, multiframe_twin
 
 from ..conftest import load_truth
@@ -37,12 +36,8 @@ def _send(port: int, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("node-mf-single")
-    generate_study(folder, StudyRequest(seed=21, preset="abdomen-pelvis", slice_mm=10.0,
-                                        matrix=128, transitional_rate=0.0,
-                                        truncated_rate=0.0), workers=1)
-    return folder
+def small(small_abdomen_study: Path) -> Path:
+    return small_abdomen_study
 
 
 @pytest.mark.parametrize("kind", [
