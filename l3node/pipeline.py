@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .compose import compose
+from .compose.rejection import write_rejection_note
 from .config import Config
 from .logs import event
 from .metrics import Metrics
 from .select import select_series
+from .series import CTSeries
 from .spool import safe_name
 from .state import StudyState
-from .state.studies import Outcome, record_outcome
+from .state.studies import Outcome, delivered_before, record_outcome
 
 if TYPE_CHECKING:
     from .localize.localizer import Localizer
@@ -71,9 +73,9 @@ class Pipeline:
         res = loc.run(series)
         d = res.decision
         index = d.index if res.status == "found" and d is not None else None
+        out_dir = self.results_root / safe_name(study_uid) / f"v{version}"
         composed = compose(series, index, d.confidence if index is not None else 0.0,
-                           loc.model.spec.version,
-                           self.results_root / safe_name(study_uid) / f"v{version}",
+                           loc.model.spec.version, out_dir,
                            reason=res.reason,
                            not_found_sc_enabled=self.cfg.results.not_found_sc,
                            anatomy=res.opinion.banner() if res.opinion else "",
@@ -86,7 +88,11 @@ class Pipeline:
             z_mm=sl.z_mm if sl else None,
             confidence=d.confidence if sl and d is not None else None, skipped=sel.skipped,
             objects=[{"kind": o.kind, "path": str(o.path),
-                      "sop_instance_uid": o.sop_instance_uid} for o in composed.objects])
+                      "sop_instance_uid": o.sop_instance_uid,
+                      "sop_class_uid": o.sop_class_uid,
+                      "series_instance_uid": o.series_instance_uid}
+                     for o in composed.objects])
+        outcome.objects += self._rejections(series, version, outcome.objects, out_dir)
         event(log, "study.processed", study=study_uid, version=version, status=res.status,
               series=series.series_instance_uid, l3_index=index,
               l3_frame=sl.frame_number if sl else None,
@@ -94,3 +100,29 @@ class Pipeline:
               evaluated=res.evaluated, slices=res.slice_count,
               anatomy=res.opinion.agreement if res.opinion else None)
         return outcome
+
+    def _rejections(self, series: CTSeries, version: int, new: list[dict],
+                    out_dir: Path) -> list[dict]:
+        """Rejection notes (IHE IOCM) for the delivered older results this run's objects do
+        not overwrite, each to go to the destinations that were sent that result — after
+        the new objects (:attr:`Outcome.objects` order), so a PACS is never left without
+        a result between the two."""
+        new_uids = {o["sop_instance_uid"] for o in new}
+        out = []
+        study_uid = series.study_instance_uid
+        for old, (dests, objects) in delivered_before(self.db, study_uid, version).items():
+            written = write_rejection_note(series, objects, new_uids, old, version, out_dir)
+            if written is None:
+                continue
+            path, note = written
+            out.append({"kind": "rejection", "path": str(path),
+                        "sop_instance_uid": str(note.SOPInstanceUID),
+                        "sop_class_uid": str(note.SOPClassUID),
+                        "series_instance_uid": str(note.SeriesInstanceUID),
+                        "destinations": dests})
+            event(log, "study.rejection", study=study_uid, version=version, withdrawn=old,
+                  objects=sum(len(s.ReferencedSOPSequence) for s in
+                              note.CurrentRequestedProcedureEvidenceSequence[0]
+                              .ReferencedSeriesSequence), destinations=dests)
+        return out
+

@@ -70,6 +70,7 @@ class ComposedObject:
     path: Path
     sop_instance_uid: str
     sop_class_uid: str
+    series_instance_uid: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(Kind):
@@ -122,7 +123,8 @@ def compose(series: CTSeries, index: int | None, confidence: float, model_versio
         kos = build_key_object(series, index, confidence, model_version, sc1, anatomy)
         built += [("sc-axial", sc1), ("sc-sagittal", sc2), ("sr", sr), ("kos", kos)]
     return Composed([ComposedObject(kind, _save(ds, out_dir), str(ds.SOPInstanceUID),
-                                    str(ds.SOPClassUID)) for kind, ds in built])
+                                    str(ds.SOPClassUID), str(ds.SeriesInstanceUID))
+                     for kind, ds in built])
 
 
 def _save(ds: pydicom.Dataset, out_dir: Path) -> Path:

@@ -2,7 +2,9 @@
 
 The retry policy (how many attempts, how long between them) is :mod:`l3node.export`'s; here
 are only the rows it reads and moves.  Each destination gets the objects of the kinds it wants
-(``objects`` in its configuration), read from the result row's recorded kinds.
+(``objects`` in its configuration), read from the result row's recorded kinds; a rejection
+note (IHE IOCM, withdrawing an older delivered result) goes, whatever the kinds, to the
+destinations that were sent the result it withdraws — after the new objects.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ class Due:
     attempts: int
     files: list[Path]
     kinds: list[str | None] = field(default_factory=list)  # per file; None: not recorded
+    # per file: the only destinations it goes to (rejection notes); None: every one
+    only: list[list[str] | None] = field(default_factory=list)
 
     def files_for(self, wanted: Collection[str]) -> list[Path]:
         """The files whose kind's group (:func:`object_group`) is in ``wanted`` ("kos",
         "sc", "sr"); a file without a recorded kind (a result from before kinds were
-        recorded) goes to every destination."""
+        recorded) goes to every destination; a rejection note to those it names."""
         kinds = self.kinds or [None] * len(self.files)
-        return [f for f, k in zip(self.files, kinds, strict=True)
-                if k is None or object_group(k) in wanted]
+        only = self.only or [None] * len(self.files)
+        return [f for f, k, o in zip(self.files, kinds, only, strict=True)
+                if (o is None or self.destination in o)
+                and (k is None or k == "rejection" or object_group(k) in wanted)]
 
 
 def object_group(kind: str) -> str:
@@ -52,7 +58,8 @@ def due(db: sqlite3.Connection, now: float) -> list[Due]:
         objs = json.loads(objects) if objects else []
         if objs:
             out.append(Due(s, v, d, a, [Path(o["path"]) for o in objs],
-                           [o.get("kind") for o in objs]))
+                           [o.get("kind") for o in objs],
+                           [o.get("destinations") for o in objs]))
         else:
             out.append(Due(s, v, d, a, [Path(f) for f in json.loads(files)]))
     return out

@@ -31,7 +31,9 @@ class Outcome:
     z_mm: float | None = None
     confidence: float | None = None
     skipped: dict[str, str] = field(default_factory=dict)
-    objects: list[dict] = field(default_factory=list)  # {kind, path, sop_instance_uid}
+    # {kind, path, sop_instance_uid, sop_class_uid, series_instance_uid}; a rejection note
+    # also names the destinations it goes to (``destinations``)
+    objects: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -117,6 +119,20 @@ def record_outcome(db: sqlite3.Connection, o: Outcome, destinations: list[str]) 
     except sqlite3.Error:
         db.execute("ROLLBACK")
         raise
+
+
+def delivered_before(db: sqlite3.Connection, study_uid: str,
+                     version: int) -> dict[int, tuple[list[str], list[dict]]]:
+    """The results older than ``version`` that are in a PACS: for each destination the
+    latest older version sent to it, grouped as {version: (destinations, its objects)}."""
+    out: dict[int, tuple[list[str], list[dict]]] = {}
+    for dest, v, objects in db.execute(
+            "SELECT e.destination, MAX(e.version), r.objects FROM export e JOIN result r "
+            "USING (study_instance_uid, version) WHERE e.study_instance_uid = ? AND "
+            "e.version < ? AND e.state = ? GROUP BY e.destination ORDER BY e.destination",
+            (study_uid, version, ExportState.SENT)):
+        out.setdefault(int(v), ([], json.loads(objects) if objects else []))[0].append(dest)
+    return out
 
 
 def expired(db: sqlite3.Connection, cutoff: float) -> list[str]:

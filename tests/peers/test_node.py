@@ -190,7 +190,10 @@ def test_a_released_series_completes_at_once_and_a_second_series_reruns(tmp_path
                                                                          abdomen_study):
     """A PACS sending series by series: the first association's release completes the study
     after the settle period (the quiet period is ten minutes); a second series on a new
-    association re-opens it, and the re-run's results replace the first ones in the PACS."""
+    association re-opens it, and the re-run's results replace the first ones in the PACS
+    (the same series wins: same UIDs, overwritten, no rejection note).  A third series that
+    ranks higher (thinner slices) gives results with new UIDs: the node sends them and an
+    IOCM rejection note that references exactly the objects the earlier runs left there."""
     truth = load_truth(abdomen_study)
     files = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
              for f in abdomen_study.glob("*.dcm")}
@@ -206,6 +209,15 @@ def test_a_released_series_completes_at_once_and_a_second_series_reruns(tmp_path
         ds.SeriesInstanceUID, ds.SeriesNumber = series_uid, int(ds.SeriesNumber) + 1
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{series_uid}.{k + 1}"
         ds.save_as(second / f"{k:03d}.dcm")
+    third, third_uid = tmp_path / "third", pydicom.uid.generate_uid(prefix=None)
+    third.mkdir()
+    for k, sop in enumerate(sops):  # the full series again, thinner: it ranks first
+        ds = pydicom.dcmread(files[sop])
+        ds.SeriesInstanceUID, ds.SeriesNumber = third_uid, int(ds.SeriesNumber) + 2
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{third_uid}.{k + 1}"
+        ds.SliceThickness = float(ds.SliceThickness) - 0.5
+        ds.save_as(third / f"{k:03d}.dcm")
+    study_uid = truth["series"]["study_instance_uid"]
     cfg = _config(tmp_path, orthanc, quiet=600.0)
     cfg = replace(cfg, scheduler=replace(cfg.scheduler, study_settle_s=1.0))
     node = Node(cfg)
@@ -216,12 +228,30 @@ def test_a_released_series_completes_at_once_and_a_second_series_reruns(tmp_path
         _send(node.receiver.port, second)
         row = wait_for(lambda: next((s for s in node.status() if s["state"] == "exported"
                                      and s["version"] == 2), None), 180, "v2 exported")
+        assert row["instances"] == len(sops) + 10
+        assert row["l3_sop_instance_uid"] in sops  # still the full series' slice
+        res = _results_in_orthanc(orthanc, study_uid)
+        assert len(res["KO"]) == 1 and len(res["OT"]) == 2 and len(res["SR"]) == 1  # replaced
+        old = {(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID))
+               for kind in res.values() for ds in kind}
+        _send(node.receiver.port, third)
+        row = wait_for(lambda: next((s for s in node.status() if s["state"] == "exported"
+                                     and s["version"] == 3), None), 180, "v3 exported")
     finally:
         node.stop()
-    assert row["instances"] == len(sops) + 10
-    assert row["l3_sop_instance_uid"] in sops  # still the full series' slice
-    res = _results_in_orthanc(orthanc, truth["series"]["study_instance_uid"])
-    assert len(res["KO"]) == 1 and len(res["OT"]) == 2 and len(res["SR"]) == 1  # replaced
+    assert row["l3_sop_instance_uid"].startswith(third_uid + ".")  # the third series won
+    assert [o["kind"] for o in row["objects"]][-1] == "rejection"  # sent after the results
+    res = _results_in_orthanc(orthanc, study_uid)
+    notes = [ds for ds in res["KO"] if ds.ConceptNameCodeSequence[0].CodeValue == "113001"]
+    assert len(notes) == 1 and len(res["KO"]) == 3  # the old KOS, the new one, the note
+    assert len(res["OT"]) == 4 and len(res["SR"]) == 2  # Orthanc keeps what a note rejects
+    title = notes[0].ConceptNameCodeSequence[0]
+    assert (title.CodingSchemeDesignator, title.CodeMeaning) == \
+        ("DCM", "Rejected for Quality Reasons")
+    assert {(str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID),
+             str(se.SeriesInstanceUID))
+            for e in notes[0].CurrentRequestedProcedureEvidenceSequence
+            for se in e.ReferencedSeriesSequence for i in se.ReferencedSOPSequence} == old
 
 
 def test_retention_removes_spooled_input_after_export(tmp_path, orthanc, chest_study):
