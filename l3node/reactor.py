@@ -5,9 +5,9 @@ reads PDUs, runs the state machine, sends PDUs) sleeps ``_run_loop_delay`` = 1 m
 pass over its queues and its socket found nothing to do (``dul.py``, ``run_reactor``).  For a
 C-STORE SCP that sleep falls after every response: the sender answers within a fraction of a
 millisecond, but its next request is read only when the sleep ends, and a response queued by
-the association thread waits for the same sleep.  Measured on the 1 mm study (trace of every
-instance, benchmarks/RESULTS.md): ~0.75 ms of ~5–7 ms per instance between our response
-leaving and the next request being read, against ~0.4 ms with the wait below.
+the association thread waits for the same sleep.  Measured on the bare SCP of
+``benchmarks/bare_scp.py`` (1 mm study, one run of ``make bench``, 2026-12-03): +14 % with one
+sender, no gain with four (``benchmarks/RESULTS.md``).
 
 :class:`WakingDUL` keeps pynetdicom's loop as it is and changes only how it waits: instead of
 sleeping it waits in ``select()`` on the association's socket and on a wake-up socket pair,
@@ -27,11 +27,12 @@ if one is missing, :data:`AVAILABLE` is False and the node runs pynetdicom's sto
 tests/peers/test_receive.py checks both that the node's associations use it and that
 release, abort and the network timeout still work.
 
-Offered upstream as: "DUL reactor: wait on the socket instead of sleeping — replace the
-``time.sleep(_run_loop_delay)`` in ``DULServiceProvider.run_reactor`` by a ``select()`` on the
-transport socket plus a self-pipe written by ``send_pdu``/``kill_dul``, with the same 1 ms as
-its timeout; the C-STORE SCP benchmark (``benchmark_script.py`` 3) gains ~10–15 %, idle CPU
-unchanged" (pynetdicom's own TODO at ``_run_loop_delay``: "try and make this event based").
+To offer upstream (not sent yet: this machine has no route to GitHub): "DUL reactor: wait on
+the socket instead of sleeping — replace the ``time.sleep(_run_loop_delay)`` in
+``DULServiceProvider.run_reactor`` by a ``select()`` on the transport socket plus a self-pipe
+written by ``send_pdu``/``kill_dul``, with the same 1 ms as its timeout; measured +14 % on a
+bare C-STORE SCP with one sender, none with four" (pynetdicom's own TODO at
+``_run_loop_delay``: "try and make this event based").
 """
 
 from __future__ import annotations

@@ -141,14 +141,7 @@ class Spool:
         synced = {f: self._dir_syncer.submit(_fsync_dir, f) for f in folders}
         try:
             if fresh:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    for it in fresh:
-                        rows.record_instance(self.db, **it.row)
-                    self.db.execute("COMMIT")
-                except sqlite3.Error:
-                    self.db.execute("ROLLBACK")
-                    raise
+                rows.record_instances(self.db, [it.row for it in fresh])
         except sqlite3.Error as exc:
             for f in synced.values():
                 with contextlib.suppress(OSError):

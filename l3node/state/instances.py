@@ -25,8 +25,7 @@ def record_instance(db: sqlite3.Connection, *, sop_class_uid: str, sop_instance_
                     calling_ae_title: str) -> None:
     """One transaction: the instance's row, and its study (re)opened as receiving — an
     instance for a study in any later state sends it back to receiving (a re-run).  Inside
-    a transaction the caller opened (the spool commits a batch of instances at once) it
-    joins it: the caller commits or rolls back."""
+    a transaction already open (:func:`record_instances`) it joins it."""
     now = time.time()
     own = not db.in_transaction
     if own:
@@ -46,6 +45,19 @@ def record_instance(db: sqlite3.Connection, *, sop_class_uid: str, sop_instance_
     except sqlite3.Error:
         if own:
             db.execute("ROLLBACK")
+        raise
+
+
+def record_instances(db: sqlite3.Connection, batch: list[dict]) -> None:
+    """One transaction for a batch of :func:`record_instance` rows (the spool's group
+    commit: one flush for every association waiting); all or none."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for row in batch:
+            record_instance(db, **row)
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        db.execute("ROLLBACK")
         raise
 
 
