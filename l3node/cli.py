@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__, cli_admin, cli_phantom, cli_predict
+from . import __version__, cli_admin, cli_cohort, cli_phantom, cli_predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_phantom.add_parser(sub)
     cli_predict.add_parser(sub)
     cli_admin.add_parsers(sub)
+    cli_cohort.add_parser(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 from pynetdicom import AE, Association
@@ -20,6 +21,9 @@ from .config import DestinationConfig as Destination
 from .config import DestinationKind, TLSConfig
 from .logs import event
 from .statuses import STORED, Status, hex4
+
+if TYPE_CHECKING:
+    from dicomweb_client.api import DICOMwebClient
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +41,11 @@ def _tls_args(dest: Destination, tls: TLSConfig | None) -> tuple | None:
     return client_context(tls or TLSConfig()), dest.host
 
 
-def _associate(ae: AE, dest: Destination, tls: TLSConfig | None) -> Association:
-    """An established association with a DIMSE destination, or :class:`DispatchError`."""
+def associate(ae: AE, dest: Destination, tls: TLSConfig | None, **kw: object) -> Association:
+    """An established association with a DIMSE destination, or :class:`DispatchError`
+    (``kw``: pynetdicom's ``associate`` options, e.g. the C-GET's roles and handlers)."""
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title,
-                         tls_args=_tls_args(dest, tls))
+                         tls_args=_tls_args(dest, tls), **kw)  # type: ignore[arg-type]
     if not assoc.is_established:
         raise DispatchError(f"{dest.name}: no association with {dest.ae_title}@{dest.host}:"
                             f"{dest.port}" + (" (TLS)" if dest.tls else ""))
@@ -55,7 +60,7 @@ def echo(dest: Destination, calling_ae_title: str, timeout: float = 10.0,
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.network_timeout = timeout
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = _associate(ae, dest, tls)
+    assoc = associate(ae, dest, tls)
     try:
         status = assoc.send_c_echo()
         if not status or status.Status != Status.SUCCESS:
@@ -82,7 +87,7 @@ def send(dest: Destination, files: list[Path], calling_ae_title: str,
     for uid in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
         ae.add_requested_context(uid, [str(datasets[0].file_meta.TransferSyntaxUID),
                                        "1.2.840.10008.1.2.1"])
-    assoc = _associate(ae, dest, tls)
+    assoc = associate(ae, dest, tls)
     try:
         for ds in datasets:
             status = assoc.send_c_store(ds)
@@ -98,9 +103,10 @@ def send(dest: Destination, files: list[Path], calling_ae_title: str,
         assoc.release()
 
 
-def _stow(dest: Destination, files: list[Path], timeout: float) -> None:
-    """STOW-RS; the token comes from the environment variable named in the config."""
-    import requests
+def web_client(dest: Destination) -> DICOMwebClient:
+    """A DICOMweb client for a ``stowrs`` destination's root (STOW-RS here; QIDO-RS and
+    WADO-RS for a cohort); the bearer token comes from the environment variable named in
+    the config and is never logged."""
     from dicomweb_client.api import DICOMwebClient
 
     headers = {}
@@ -109,7 +115,14 @@ def _stow(dest: Destination, files: list[Path], timeout: float) -> None:
         if not token:
             raise DispatchError(f"{dest.name}: environment variable {dest.token_env} is not set")
         headers["Authorization"] = f"Bearer {token}"
-    client = DICOMwebClient(url=dest.url, headers=headers)
+    return DICOMwebClient(url=dest.url, headers=headers)
+
+
+def _stow(dest: Destination, files: list[Path], timeout: float) -> None:
+    """STOW-RS; the token comes from the environment variable named in the config."""
+    import requests
+
+    client = web_client(dest)
     try:
         resp = client.store_instances([pydicom.dcmread(f) for f in files])
     except requests.RequestException as exc:

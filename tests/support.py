@@ -34,7 +34,12 @@ def free_port() -> int:
 
 class Orthanc:
     def __init__(self, root: Path, aet: str = "ORTHANC", dicomweb: bool = False,
-                 dicom_port: int | None = None) -> None:
+                 dicom_port: int | None = None,
+                 modalities: dict[str, tuple[str, str, int]] | None = None,
+                 options: dict | None = None) -> None:
+        """``modalities``: the AEs Orthanc knows ({name: (AE title, host, port)}) — they may
+        query and retrieve (C-FIND, C-GET, C-MOVE), and C-MOVE can send to them;
+        ``options``: more of Orthanc's configuration."""
         assert Path(ORTHANC).is_file(), "Orthanc is required: run `make peers`"
         self.aet = aet
         self.dicom_port, self.http_port = dicom_port or free_port(), free_port()
@@ -48,6 +53,8 @@ class Orthanc:
             "OverwriteInstances": True,
             "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
             "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
+            "DicomModalities": {k: list(v) for k, v in (modalities or {}).items()},
+            **(options or {}),
         }
         (root / "orthanc.json").write_text(json.dumps(cfg))
         self.log = (root / "orthanc.log").open("w")

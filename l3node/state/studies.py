@@ -140,3 +140,27 @@ def expired(db: sqlite3.Connection, cutoff: float) -> list[str]:
     return [r[0] for r in db.execute(
         "SELECT study_instance_uid FROM study WHERE state = ? AND exported_at < ? AND "
         "purged_at IS NULL", (StudyState.EXPORTED, cutoff))]
+
+
+def complete_now(db: sqlite3.Connection, study_uid: str) -> bool:
+    """A receiving (or failed) study is complete at once — for a retrieval that has ended
+    (a cohort), where no sender's silence needs waiting out and a failed run is worth
+    another try; False when it is in any other state."""
+    return db.execute(
+        "UPDATE study SET state = ? WHERE study_instance_uid = ? AND state IN (?, ?)",
+        (StudyState.COMPLETE, study_uid, StudyState.RECEIVING, StudyState.FAILED)
+    ).rowcount > 0
+
+
+RESULT_KEYS = ("state", "instances", "version", "status", "series_instance_uid", "l3_index",
+               "l3_sop_instance_uid", "z_mm", "confidence", "reason", "processing_s")
+
+
+def latest_result(db: sqlite3.Connection, study_uid: str) -> dict | None:
+    """The study's state and its current version's result row (None: no such study)."""
+    row = db.execute(
+        "SELECT s.state, s.instances, s.version, r.status, r.series_instance_uid, "
+        "r.l3_index, r.l3_sop_instance_uid, r.z_mm, r.confidence, r.reason, r.processing_s "
+        "FROM study s LEFT JOIN result r ON r.study_instance_uid = s.study_instance_uid "
+        "AND r.version = s.version WHERE s.study_instance_uid = ?", (study_uid,)).fetchone()
+    return None if row is None else dict(zip(RESULT_KEYS, row, strict=True))

@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[2] / "l3node"
 MAX_LINES = 400
 
 RANK = {
-    "config": 0, "statuses": 0, "logs": 0, "uids": 0, "heap": 0, "tls": 1, "reactor": 1,
-    "views": 3,
+    "config": 0, "version": 0, "statuses": 0, "logs": 0, "uids": 0, "heap": 0,
+    "tls": 1, "reactor": 1, "views": 3,
     "state": 1, "frames": 1, "metrics": 2, "series": 2,
     "spool": 3, "receive": 4, "select": 5, "localize": 6, "compose": 7, "dispatch": 8,
-    "export": 9, "pipeline": 10, "warmup": 10, "schedule": 11, "node": 12,
-    "web": 13, "phantom": 13, "cli_admin": 14, "cli_predict": 14,
+    "export": 9, "pipeline": 10, "warmup": 10, "schedule": 11, "node": 12, "cohort": 12,
+    "web": 13, "phantom": 13, "cli_admin": 14, "cli_predict": 14, "cli_cohort": 14,
     "cli_phantom": 14, "demo": 14, "cli": 15, "__main__": 16, "__init__": 16,
 }
 
