@@ -1,3 +1,5 @@
 """l3node: find the L3 vertebra slice in CT and put the answer in the PACS."""
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__"]

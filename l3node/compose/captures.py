@@ -54,9 +54,27 @@ def _banner(img: Image.Image, lines: list[str]) -> Image.Image:
     return out
 
 
+def _source(ref: pydicom.Dataset, frame: int | None) -> pydicom.Dataset:
+    """A Source Image Sequence item: the CT slice the SC's pixels come from — with its
+    frame when the CT is multi-frame, so a viewer can open the very frame."""
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = ref.SOPClassUID
+    item.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+    if frame is not None:
+        item.ReferencedFrameNumber = frame
+    purpose = pydicom.Dataset()  # CID 7202: "Source image for image processing operation"
+    purpose.CodeValue, purpose.CodingSchemeDesignator = "121322", "DCM"
+    purpose.CodeMeaning = "Source image for image processing operation"
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    return item
+
+
 def _sc(ref: pydicom.Dataset, img: Image.Image, sop_instance_uid: str, uids: ResultUIDs,
-        instance_number: int, pixel_spacing: tuple[float, float] | None) -> hd.sc.SCImage:
-    """An SC of ``img`` in the result SC series, copying patient and study from ``ref``."""
+        instance_number: int, pixel_spacing: tuple[float, float] | None,
+        source_frame: int | None = None, from_slice: bool = True) -> hd.sc.SCImage:
+    """An SC of ``img`` in the result SC series, copying patient and study from ``ref``;
+    ``from_slice``: its pixels are that slice's (``source_frame`` of a multi-frame CT),
+    named in the Source Image Sequence."""
     extra = {} if pixel_spacing is None else {"pixel_spacing": pixel_spacing}
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=np.asarray(img),
@@ -68,6 +86,8 @@ def _sc(ref: pydicom.Dataset, img: Image.Image, sop_instance_uid: str, uids: Res
     if "Laterality" not in sc:
         sc.Laterality = None  # General Series, Type 2C: present and empty (unpaired trunk)
     sc.BurnedInAnnotation = "YES"  # the banner is in the pixels
+    if from_slice:
+        sc.SourceImageSequence = [_source(ref, source_frame)]
     return sc
 
 
@@ -98,7 +118,8 @@ def build_axial_sc(series: CTSeries, index: int, confidence: float, model_versio
     img = _banner(Image.fromarray(window8(series.hu([index])[0], SOFT_TISSUE), mode="L"), text)
     # The slice's spacing, not ref.PixelSpacing: a multi-frame CT keeps it per frame.
     spacing = series.slices[index].pixel_spacing
-    return _sc(ref, img, uids.sc_axial, uids, 1, (float(spacing[0]), float(spacing[1])))
+    return _sc(ref, img, uids.sc_axial, uids, 1, (float(spacing[0]), float(spacing[1])),
+               source_frame=series.slices[index].frame_number)
 
 
 def build_sagittal_sc(series: CTSeries, index: int, model_version: str,
@@ -126,7 +147,7 @@ def build_sagittal_sc(series: CTSeries, index: int, model_version: str,
     draw.line([(0, row), (img.width - 1, row)], fill=(255, 0, 0), width=2)
     draw.text((4, max(0, row - 16)), "L3", fill=(255, 0, 0), font=_font(14))
     img = _banner(img, [f"L3 level (red) - {DISCLAIMER}"])
-    return _sc(ref, img, uids.sc_sagittal, uids, 2, (dy, dy))
+    return _sc(ref, img, uids.sc_sagittal, uids, 2, (dy, dy), from_slice=False)
 
 
 def build_not_found_sc(series: CTSeries, reason: str, model_version: str,
@@ -146,4 +167,5 @@ def build_not_found_sc(series: CTSeries, reason: str, model_version: str,
     if anatomy:
         text.append(anatomy[:90])
     img = _banner(Image.fromarray(window8(series.hu([mid])[0], SOFT_TISSUE), mode="L"), text)
-    return _sc(ref, img, uids.sc_not_found, uids, 1, None)
+    return _sc(ref, img, uids.sc_not_found, uids, 1, None,
+               source_frame=series.slices[mid].frame_number)

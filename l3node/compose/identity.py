@@ -33,6 +33,7 @@ class ResultUIDs:
     ko: str
     sr_series: str
     sr: str
+    sr_tracking: str  # the SR finding's Tracking UID: the same finding across re-sends
 
     @classmethod
     def derive(cls, study_uid: str, series_uid: str, model_version: str) -> ResultUIDs:
@@ -40,7 +41,7 @@ class ResultUIDs:
             return derived_uid("l3node-result", study_uid, series_uid, model_version, kind)
 
         return cls(u("sc-series"), u("ko-series"), u("sc-axial"), u("sc-sagittal"),
-                   u("sc-not-found"), u("ko"), u("sr-series"), u("sr"))
+                   u("sc-not-found"), u("ko"), u("sr-series"), u("sr"), u("sr-tracking"))
 
 
 def device_uid() -> str:

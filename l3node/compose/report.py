@@ -20,7 +20,6 @@ not-found SC shows), whose header gives the patient and study.
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import TYPE_CHECKING
 
 import highdicom as hd
@@ -31,7 +30,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from ..series import CTSeries
-from ..uids import derived_uid
+from ..version import __version__
 from .identity import MANUFACTURER, SERIES_DESCRIPTION, SR_SERIES_NUMBER, ResultUIDs, device_uid
 from .inputs import check_confidence, check_index, check_series, check_text, reference_header
 
@@ -57,19 +56,12 @@ NO_UNITS = CodedConcept("1", "UCUM", "no units")
 MILLIMETRE = CodedConcept("mm", "UCUM", "millimeter")
 
 
-def _software_version() -> str:
-    try:
-        return importlib.metadata.version("l3node")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree
-        return "unknown"
-
-
 def _observation_context() -> hd.sr.ObservationContext:
     return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=device_uid(), name="l3node", manufacturer_name=MANUFACTURER,
-            model_name=f"l3node {_software_version()}")))
+            model_name=f"l3node {__version__}")))
 
 
 def _evaluations(opinion: Opinion | None) -> list[hd.sr.QualitativeEvaluation]:
@@ -95,10 +87,7 @@ def build_measurement_report(series: CTSeries, index: int | None, confidence: fl
     check_text("reason", reason)
     uids = ResultUIDs.derive(series.study_instance_uid, series.series_instance_uid,
                              model_version)
-    tracking = hd.sr.TrackingIdentifier(
-        uid=derived_uid("l3node-result", series.study_instance_uid,
-                        series.series_instance_uid, model_version, "sr-tracking"),
-        identifier="L3 slice")
+    tracking = hd.sr.TrackingIdentifier(uid=uids.sr_tracking, identifier="L3 slice")
     algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=model_version,
                                               manufacturer=MANUFACTURER)
     site = [hd.sr.FindingSite(codes.SCT.L3Vertebra)]

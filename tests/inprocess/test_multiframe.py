@@ -223,6 +223,14 @@ def test_the_kos_references_the_frame_and_the_sc_is_made_from_it(single, twins, 
         theirs = pydicom.dcmread(composed["single"].of_kind(which).path)
         np.testing.assert_array_equal(mine.pixel_array, theirs.pixel_array)
         assert (mine.PatientID, mine.PixelSpacing) == (theirs.PatientID, theirs.PixelSpacing)
+    # The axial SC names its source: the multi-frame CT and the very frame.
+    (src,) = pydicom.dcmread(composed[kind].of_kind("sc-axial").path).SourceImageSequence
+    assert (src.ReferencedSOPInstanceUID, int(src.ReferencedFrameNumber)) == (mf_uid, frame)
+    assert src.PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
+    (plain,) = pydicom.dcmread(composed["single"].of_kind("sc-axial").path).SourceImageSequence
+    assert "ReferencedFrameNumber" not in plain
+    assert plain.ReferencedSOPInstanceUID == load_truth(single)["series"][
+        "sop_instance_uids"][index]
 
 
 def _walk(item: Dataset):
