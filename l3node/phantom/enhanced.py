@@ -7,12 +7,15 @@ rescale go into the functional groups the reader must follow (``PlanePositionSeq
 per frame, the rest shared), so a localizer that reads the twin differently from the
 original is caught.
 
-``kind="enhanced"`` relabels the same object as Enhanced CT (…1.2.1) and drops the
-legacy-conversion bookkeeping.  It carries everything the reader uses, laid out as a scanner
-lays it out, but not the CT-specific functional groups a complete Enhanced CT IOD requires
-(CT Acquisition Details, CT Exposure, …): it exercises the reader's SOP class path, and
-dciodvfy would call it incomplete.  (dciodvfy also reports one error in highdicom 0.28's
-legacy conversion itself: its ``ReferencedSeriesSequence`` "does not reference Instances".)
+``kind="enhanced"`` makes the same object a true Enhanced CT (…1.2.1): the legacy-conversion
+bookkeeping goes, and the CT-specific functional groups a scanner writes come in — shared:
+CT Acquisition Type, Acquisition Details, Table Dynamics, Geometry, Reconstruction,
+Exposure, X-Ray Details and the Irradiation Event; per frame: CT Position (table position
+at the frame) and the frame's acquisition duration and reference time — with plausible
+values of a spiral abdomen protocol (the phantom has no scanner: they are labels, not
+physics).  highdicom has no Enhanced CT class to build them, so pydicom adds them here.
+dciodvfy then finds one error only, in highdicom 0.28's legacy conversion itself
+(``ReferencedSeriesSequence`` "does not reference Instances"), for both kinds.
 
 The twin's ``truth.json`` is the original's with the series rewritten: one SOP Instance UID
 for every slice, and ``frame_numbers`` saying which frame each truth slice became.
@@ -37,6 +40,61 @@ SOP_CLASS = {"legacy": "1.2.840.10008.5.1.4.1.1.2.2", "enhanced": "1.2.840.10008
 LEGACY_ONLY = ("UnassignedSharedConvertedAttributesSequence",
                "UnassignedPerFrameConvertedAttributesSequence",
                "ConversionSourceAttributesSequence")
+
+
+def _group(**values: object) -> list[pydicom.Dataset]:
+    """A functional-group sequence of one item with ``values``."""
+    item = pydicom.Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return [item]
+
+
+def _code(value: str, scheme: str, meaning: str) -> list[pydicom.Dataset]:
+    return _group(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
+
+
+def _add_ct_groups(mf: pydicom.Dataset, event_uid: str) -> None:
+    """The Enhanced CT Image IOD's CT-specific functional groups (PS3.3 A.38.1.4) and the
+    image-level attributes it requires beyond the legacy conversion's."""
+    shared = mf.SharedFunctionalGroupsSequence[0]
+    shared.CTAcquisitionTypeSequence = _group(AcquisitionType="SPIRAL",
+                                              ConstantVolumeFlag="NO", FluoroscopyFlag="NO")
+    shared.CTAcquisitionDetailsSequence = _group(
+        DataCollectionDiameter=500.0, GantryDetectorTilt=0.0, TableHeight=170.0,
+        RotationDirection="CW", RevolutionTime=0.5, SingleCollimationWidth=0.625,
+        TotalCollimationWidth=40.0)
+    shared.CTTableDynamicsSequence = _group(TableSpeed=78.0, TableFeedPerRotation=39.0,
+                                            SpiralPitchFactor=0.984)
+    shared.CTGeometrySequence = _group(DistanceSourceToDetector=1085.6,
+                                       DistanceSourceToDataCollectionCenter=595.0)
+    shared.CTReconstructionSequence = _group(
+        ReconstructionAlgorithm="FILTER_BACK_PROJ", ConvolutionKernel="B30f",
+        ConvolutionKernelGroup="SOFT_TISSUE", ReconstructionDiameter=500.0,
+        ReconstructionPixelSpacing=list(shared.PixelMeasuresSequence[0].PixelSpacing),
+        ReconstructionAngle=360.0, ImageFilter="NONE")
+    shared.CTExposureSequence = _group(
+        ExposureTimeInms=500.0, XRayTubeCurrentInmA=200.0, ExposureInmAs=100.0,
+        ExposureModulationType="NONE", CTDIvol=8.0,
+        CTDIPhantomTypeCodeSequence=_code("113691", "DCM", "IEC Body Dosimetry Phantom"))
+    shared.CTXRayDetailsSequence = _group(KVP=120.0, FocalSpots=[1.2], FilterType="FLAT",
+                                          FilterMaterial=["ALUMINUM"])
+    shared.IrradiationEventIdentificationSequence = _group(IrradiationEventUID=event_uid)
+    for item in mf.PerFrameFunctionalGroupsSequence:
+        z = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+        item.CTPositionSequence = _group(TablePosition=z,
+                                         ReconstructionTargetCenterPatient=[0.0, 0.0, z],
+                                         DataCollectionCenterPatient=[0.0, 0.0, z])
+        content = item.FrameContentSequence[0]
+        content.FrameAcquisitionDuration = 500.0
+        content.FrameReferenceDateTime = content.FrameAcquisitionDateTime
+    mf.AcquisitionDuration = 0.5 * len(mf.PerFrameFunctionalGroupsSequence)
+    mf.BurnedInAnnotation = "NO"
+    mf.LossyImageCompression = "00"
+    mf.DeviceSerialNumber = "PHANTOM-1"
+    mf.SoftwareVersions = "l3node phantom"
+    if "ContrastBolusAgent" in mf:  # copied from the single-frame CT; not in this IOD's
+        del mf.ContrastBolusAgent  # image modules (the Contrast/Bolus Usage group is)
 
 
 def _source_uids(ds: pydicom.Dataset) -> list[str]:
@@ -78,6 +136,7 @@ def convert(series_dir: Path, kind: Kind = "legacy",
             for keyword in LEGACY_ONLY:
                 if keyword in item:
                     delattr(item, keyword)
+        _add_ct_groups(mf, det_uid("multiframe-irradiation", source_series))
     return mf, frame_sources
 
 
