@@ -22,6 +22,7 @@ T = TypeVar("T")
 # Every real CT the project has (see its README): beside the repository, never downloaded.
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+STORESCU = "/usr/bin/storescu"  # DCMTK's; pynetdicom's script of the same name shadows it
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # orthanc-dicomweb
 
@@ -87,6 +88,19 @@ class Orthanc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def storescu(port: int, paths: list[Path] | Path, *options: str, called: str = "L3NODE",
+             calling: str = "STORESCU", timeout: float = 300) -> None:
+    """DCMTK ``storescu`` sends ``paths`` (a folder: its ``*.dcm``) on one association;
+    fails the test with DCMTK's output when it does not succeed."""
+    if isinstance(paths, Path) and paths.is_dir():
+        args = ["+sd", "+sp", "*.dcm", str(paths)]
+    else:
+        args = [str(p) for p in ([paths] if isinstance(paths, Path) else paths)]
+    res = subprocess.run([STORESCU, *options, "-aet", calling, "-aec", called, "127.0.0.1",
+                          str(port), *args], capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def wait_for(fn: Callable[[], T], timeout: float, msg: str, every: float = 0.3) -> T:

@@ -30,10 +30,9 @@ from l3node.config import load_config
 from l3node.phantom import StudyRequest, generate_study
 
 from ..conftest import load_truth
-from ..support import Orthanc, free_port, wait_for
+from ..support import Orthanc, free_port, storescu, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-STORESCU = "/usr/bin/storescu"  # DCMTK's, not pynetdicom's script of the same name
 N_STUDIES = 20
 
 
@@ -61,10 +60,8 @@ def _pacs(root: Path, node_port: int, dicomweb: bool = False) -> Orthanc:
 
 def _store(pacs: Orthanc, folders: list[Path]) -> None:
     """One DCMTK association for all the studies, as a modality or an archive sends."""
-    files = [str(p) for f in folders for p in sorted(f.glob("*.dcm"))]
-    res = subprocess.run([STORESCU, "-aec", pacs.aet, "-q", "127.0.0.1", str(pacs.dicom_port),
-                          *files], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
+    storescu(pacs.dicom_port, [p for f in folders for p in sorted(f.glob("*.dcm"))],
+             called=pacs.aet)
 
 
 def _config(root: Path, pacs: Orthanc, node_port: int) -> Path:

@@ -28,9 +28,7 @@ from l3node.node import Node
 from l3node.state.views import study_status
 
 from ..conftest import load_truth
-from ..support import Orthanc, free_port, wait_for
-
-STORESCU = "/usr/bin/storescu"
+from ..support import Orthanc, free_port, storescu, wait_for
 
 
 def _config(tmp_path: Path, orthanc: Orthanc, quiet: float = 1.0) -> Config:
@@ -45,10 +43,7 @@ def _config(tmp_path: Path, orthanc: Orthanc, quiet: float = 1.0) -> Config:
 
 
 def _send(port: int, folder: Path) -> None:
-    res = subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", "L3NODE", "+sd", "+sp", "*.dcm",
-                          "127.0.0.1", str(port), str(folder)], capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
+    storescu(port, folder)
 
 
 def _orthanc_study(o: Orthanc, study_uid: str) -> dict | None:

@@ -12,7 +12,6 @@ of presentation contexts has Enhanced CT but not Legacy Converted Enhanced CT.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,14 @@ from l3node.node import Node
 from l3node.phantom.enhanced import SOP_CLASS, multiframe_twin
 
 from ..conftest import load_truth
-from ..support import wait_for
-from .test_node import STORESCU, _config, _results_in_orthanc
+from ..support import storescu, wait_for
+from .test_node import _config, _results_in_orthanc
 
 ACCEPTED = {str(uid) for uid in receive.CT_CLASSES}
 
 
 def _send(port: int, folder: Path) -> None:
-    res = subprocess.run([STORESCU, "-R", "-aet", "STORESCU", "-aec", "L3NODE", "+sd", "+sp",
-                          "*.dcm", "127.0.0.1", str(port), str(folder)], capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
+    storescu(port, folder, "-R")  # -R: propose only the classes the files have
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,8 @@ from l3node.state.exports import retry_failed
 from l3node.state.views import study_status
 
 from ..conftest import load_truth
-from ..support import free_port, wait_for
+from ..support import free_port, storescu, wait_for
 
-STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
 CHROMIUM = "/usr/bin/chromium"
 GREEN = (0x1A, 0x7F, 0x37)  # .state.done / .state.exported in status.html
@@ -112,10 +111,7 @@ class Served:
         self.base = f"http://127.0.0.1:{self.web.port}"
         self.pacs: subprocess.Popen | None = None
         self.healthy_before = _get(self.base + "/healthz")
-        res = subprocess.run([STORESCU, "-aet", "STORESCU", "-aec", "L3NODE", "+sd", "+sp",
-                              "*.dcm", "127.0.0.1", str(self.node.receiver.port), str(study)],
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr
+        storescu(self.node.receiver.port, study)
         self.n_slices = len(list(study.glob("*.dcm")))
         self.uid = load_truth(study)["series"]["study_instance_uid"]
         wait_for(lambda: {e["state"] for e in self.exports().values()} == {"sent", "failed"},
