@@ -34,7 +34,7 @@ from ..dispatch import DispatchError
 from ..export import Exporter
 from ..logs import event
 from ..metrics import Metrics
-from ..pipeline import Pipeline
+from ..pipeline import Deferred, Pipeline
 from ..receive import Receiver
 from ..spool import Spool
 from ..state import StudyState, open_db
@@ -231,7 +231,10 @@ class Cohort:
             res = latest_result(self.db, uid)
             assert res is not None
             return self._row_from_db(job, res, job.retrieve_s)
-        outcome = self.pipeline.run(uid, version)
+        try:
+            outcome = self.pipeline.run(uid, version)
+        except Deferred as exc:  # a full disk: the next run tries again (claim resumed)
+            return self._row(job.request, job.study, "error", str(exc), job)
         if self.exporter is not None:
             self.exporter.run_due()
         res = latest_result(self.db, uid)
