@@ -12,6 +12,11 @@ plain UIDs; ``printf %s UID | sha256sum`` gives the hash).  Patient names, IDs a
 dates are never logged: no event carries them.  Lines from libraries (pynetdicom,
 APScheduler) keep their text in a ``msg`` field, with newlines escaped, so one event is
 always one line.
+
+A line that cannot be written (stderr redirected to a file on a full disk: ENOSPC) is
+dropped and counted, never retried and never allowed to stop the node; the first line that
+can be written again is preceded by ``log.lost lines=N``.  A line the disk cut short is
+ended there, so the next event still starts a line of its own (:class:`LineHandler`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 UID_FIELDS = frozenset({"study", "series", "sop"})
 _EVENT = "l3_event"
@@ -84,9 +90,71 @@ def _value(v: Any) -> str:
     return s
 
 
+class LineHandler(logging.StreamHandler):
+    """A stream handler that keeps one event per line when writes fail.
+
+    Why: with the stream on a full disk, logging's own handler loses the tail of the line
+    the disk cut short, glues the next event to its head once there is room again (a log
+    shipper then misreads both), and reports each failure with a traceback written to the
+    same full stream (more lines that fail, or a multi-line block later).  Here each line
+    goes out in whole ``os.write`` calls on the stream's file descriptor (when it has one),
+    so a cut is known and is ended with a newline before the next line; a line that fails
+    is counted (``lost``), and the first one written afterwards is preceded by a
+    ``log.lost`` event saying how many are missing."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self.lost = 0  # lines dropped since the last one written
+        self._cut = False  # the last write ended inside a line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)  # a formatting bug, not the stream: report it
+            return
+        if self.lost:
+            text = self.format(_lost_record(self.lost)) + self.terminator + text
+        if self._cut:
+            text = self.terminator + text
+        try:
+            self._write(text)
+        except OSError:  # ENOSPC, EDQUOT, EIO, EPIPE: the line is gone, the node goes on
+            self.lost += 1
+            return
+        self.lost = 0
+
+    def _write(self, text: str) -> None:
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no fd
+            fd = None
+        if fd is None:  # e.g. a test's capture: whole writes through the stream
+            self.stream.write(text)
+            self.flush()
+            return
+        self.stream.flush()  # whatever else was written to it goes first
+        data = text.encode(getattr(self.stream, "encoding", None) or "utf-8",
+                           "backslashreplace")
+        view, written = memoryview(data), 0
+        try:
+            while written < len(data):
+                written += os.write(fd, view[written:])
+        finally:
+            if written:
+                self._cut = data[written - 1:written] != b"\n"
+
+
+def _lost_record(n: int) -> logging.LogRecord:
+    record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, "log.lost", None, None)
+    setattr(record, _EVENT, "log.lost")
+    setattr(record, _FIELDS, {"lines": n, "reason": "the log could not be written"})
+    return record
+
+
 def configure(level: str = "INFO", style: str = "text", hash_uids: bool = False) -> None:
     """Install the formatter on the root logger (stderr: journald under systemd)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(EventFormatter(style, hash_uids))
     root = logging.getLogger()
     root.handlers[:] = [handler]

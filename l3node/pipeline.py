@@ -3,17 +3,21 @@
 :meth:`Pipeline.run` returns the run's :class:`~l3node.state.studies.Outcome` after
 recording it (with one pending export per destination when there are objects to deliver);
 any exception inside a run becomes a ``failed`` outcome with its reason, so one bad study
-never stops the scheduler.
+never stops the scheduler — except a full disk (ENOSPC, EDQUOT, SQLite's "database or disk
+is full"; :func:`l3node.state.storage_full`): that is the node's trouble, not the study's,
+so the run raises :class:`Deferred` instead, its partial results removed and nothing
+recorded, and the scheduler runs the same claim again later.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from .compose import compose
 from .compose.rejection import write_rejection_note
@@ -23,7 +27,7 @@ from .metrics import Metrics
 from .select import select_series
 from .series import CTSeries
 from .spool import safe_name
-from .state import StudyState
+from .state import StudyState, storage_full
 from .state.studies import Outcome, delivered_before, record_outcome
 
 if TYPE_CHECKING:
@@ -31,6 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 METRIC_RESULT = {StudyState.DONE: "found", StudyState.NOT_FOUND: "not_found"}
+
+
+class Deferred(RuntimeError):
+    """A run that could not finish for want of disk space: nothing was recorded and its
+    partial results are gone; the claim stands, to be run again once there is room."""
 
 
 class Pipeline:
@@ -50,17 +59,35 @@ class Pipeline:
         try:
             outcome = self._localize(study_uid, version, t0)
         except Exception as exc:
+            if (full := storage_full(exc)) is not None:
+                self._defer(study_uid, version, full)
             event(log, "study.failed", logging.ERROR, exc_info=True, study=study_uid,
                   version=version, reason=str(exc))
             outcome = Outcome(study_uid, version, StudyState.FAILED, "error", reason=str(exc))
         outcome.seconds = time.perf_counter() - t0
-        record_outcome(self.db, outcome, [d.name for d in self.cfg.destinations])
+        try:
+            record_outcome(self.db, outcome, [d.name for d in self.cfg.destinations])
+        except sqlite3.Error as exc:
+            if (full := storage_full(exc)) is not None:
+                self._defer(study_uid, version, full)
+            raise
         result = METRIC_RESULT.get(outcome.state, "failed")
         self.metrics.studies.labels(result).inc()
         self.metrics.processing_seconds.observe(outcome.seconds)
         if result == "failed":
             self.metrics.failures.labels("processing").inc()
         return outcome
+
+    def _out_dir(self, study_uid: str, version: int) -> Path:
+        return self.results_root / safe_name(study_uid) / f"v{version}"
+
+    def _defer(self, study_uid: str, version: int, full: BaseException) -> NoReturn:
+        """Remove the run's partial results (a file cut short by ENOSPC, objects no row
+        names: they would only hold the space the node needs) and raise :class:`Deferred`
+        (counted as a processing failure in the metrics: an alert sees it)."""
+        shutil.rmtree(self._out_dir(study_uid, version), ignore_errors=True)
+        self.metrics.failures.labels("processing").inc()
+        raise Deferred(f"no room on the disk: {full}") from full
 
     def _localize(self, study_uid: str, version: int, t0: float) -> Outcome:
         sel = select_series(self.spool_root / safe_name(study_uid), self.cfg.selection)
@@ -73,7 +100,7 @@ class Pipeline:
         res = loc.run(series)
         d = res.decision
         index = d.index if res.status == "found" and d is not None else None
-        out_dir = self.results_root / safe_name(study_uid) / f"v{version}"
+        out_dir = self._out_dir(study_uid, version)
         composed = compose(series, index, d.confidence if index is not None else 0.0,
                            loc.model.spec.version, out_dir,
                            reason=res.reason,

@@ -10,6 +10,12 @@ keep associations open, abort them, or split a study over time fall back to
 instance arriving after completion re-opens the study; the re-run replaces the result.  Each
 tick runs up to ``batch_size`` complete studies, one at a time (the model uses every core),
 then the due exports, then retention.  ``max_instances=1``: a tick never overlaps the next.
+
+A run put off for want of disk space (:class:`~l3node.pipeline.Deferred`) keeps its claim —
+the study stays ``processing``, no write needed on a full disk — and is run again after
+``poll_s`` × 2^(n − 1) (at most :data:`DEFER_MAX_S`) for its n-th deferral in a row, if no
+new instance re-opened it meanwhile; until then no other study is claimed (it would meet
+the same full disk).  A restart re-runs it too (``resume``).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .config import HousekeepingConfig, SchedulerConfig
 from .logs import event
+from .pipeline import Deferred
 from .spool import Spool
 from .state import studies
 
 log = logging.getLogger(__name__)
+DEFER_MAX_S = 60.0  # the longest wait before a deferred run is tried again
 
 
 class Scheduler:
@@ -46,6 +54,9 @@ class Scheduler:
         self.deliver = deliver
         self._lock = threading.Lock()
         self._jobs = BackgroundScheduler(timezone="UTC")
+        self._deferred: tuple[str, int] | None = None  # (study, version) put off, claim kept
+        self._deferrals = 0  # in a row
+        self._retry_at = 0.0
 
     @property
     def running(self) -> bool:
@@ -81,15 +92,40 @@ class Scheduler:
 
     def tick(self) -> None:
         with self._lock:
-            now = time.time()
-            studies.mark_complete(self.db, now, self.cfg.study_quiet_s,
-                                  self.cfg.study_max_wait_s, self.cfg.study_settle_s)
-            for uid in studies.complete_batch(self.db, self.cfg.batch_size):
-                version = studies.claim(self.db, uid)
-                if version is not None:
-                    self.run_study(uid, version)
+            self._process()
             self.deliver()
             self.purge_expired()
+
+    def _process(self) -> None:
+        """The deferred run first, when its time has come; then complete and claim."""
+        if self._deferred is not None:
+            if time.time() < self._retry_at:
+                return
+            uid, version = self._deferred
+            claimed = studies.still_claimed(self.db, uid, version)  # kept if this raises
+            self._deferred = None
+            if claimed and not self._run(uid, version):
+                return
+        studies.mark_complete(self.db, time.time(), self.cfg.study_quiet_s,
+                              self.cfg.study_max_wait_s, self.cfg.study_settle_s)
+        for uid in studies.complete_batch(self.db, self.cfg.batch_size):
+            version = studies.claim(self.db, uid)
+            if version is not None and not self._run(uid, version):
+                return
+
+    def _run(self, uid: str, version: int) -> bool:
+        """Run one claimed study; False when it was deferred (kept, to be run again)."""
+        try:
+            self.run_study(uid, version)
+        except Deferred as exc:
+            self._deferrals += 1
+            delay = min(self.cfg.poll_s * 2 ** (self._deferrals - 1), DEFER_MAX_S)
+            self._deferred, self._retry_at = (uid, version), time.time() + delay
+            event(log, "study.deferred", logging.WARNING, study=uid, version=version,
+                  deferrals=self._deferrals, retry_in_s=round(delay, 2), reason=str(exc))
+            return False
+        self._deferrals = 0
+        return True
 
     def purge_expired(self) -> None:
         """Delete spooled input of studies exported more than ``retention_h`` ago."""

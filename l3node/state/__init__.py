@@ -6,6 +6,6 @@ scheduler's (completion, claims, results, retention); :mod:`.exports` the delive
 :mod:`.views` what ``l3node status``, the status page and the metrics read.
 """
 
-from .db import ExportState, StudyState, open_db, open_reader
+from .db import ExportState, StudyState, open_db, open_reader, storage_full
 
-__all__ = ["ExportState", "StudyState", "open_db", "open_reader"]
+__all__ = ["ExportState", "StudyState", "open_db", "open_reader", "storage_full"]

@@ -9,6 +9,7 @@ acknowledged instance's row must survive a power cut.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from enum import StrEnum
 from pathlib import Path
@@ -94,6 +95,46 @@ CREATE TABLE IF NOT EXISTS export (
 # Columns added after the first release: (table, column, type) — added to older databases.
 ADDED_COLUMNS = (("result", "processing_s", "REAL"), ("export", "sent_at", "REAL"),
                  ("result", "objects", "TEXT"), ("study", "released_at", "REAL"))
+
+
+# SQLite's codes for "no room": FULL is ENOSPC; EDQUOT comes as IOERR_WRITE (as does any
+# other failed write: the disk's trouble too, not the study's); SHMSIZE: the WAL index
+# could not grow.
+_SQLITE_NO_ROOM = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_WRITE,
+                   sqlite3.SQLITE_IOERR_SHMSIZE)
+
+
+def storage_full(exc: BaseException) -> BaseException | None:
+    """The error in ``exc``'s chain (``__cause__``/``__context__``) that says the node's
+    disk has no room — ENOSPC, EDQUOT, SQLite's "database or disk is full" — or None.
+
+    Why: such an error is the node's, not the study's — the work is to be tried again once
+    there is room, never recorded as the study's failure.  The chain is followed because
+    libraries re-raise: pydicom turns a write's ENOSPC into a new OSError without errno,
+    "With tag (7FE0,0010) got exception: …" and a whole traceback, raised from the
+    original; that original is returned (its message is the short one)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        if isinstance(e, sqlite3.Error) and (
+                getattr(e, "sqlite_errorcode", None) in _SQLITE_NO_ROOM
+                or "database or disk is full" in str(e)):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so.
+
+    Why: after SQLITE_FULL (or IOERR) SQLite may roll the whole transaction back by itself;
+    a plain ROLLBACK then raises "cannot rollback - no transaction is active", which would
+    replace the error that says why ("database or disk is full")."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def ensure_schema(db: sqlite3.Connection) -> None:

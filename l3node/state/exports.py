@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .db import ExportState, StudyState
+from .db import ExportState, StudyState, rollback
 
 
 @dataclass(frozen=True)
@@ -85,19 +85,26 @@ def mark_retry(db: sqlite3.Connection, d: Due, attempts: int, next_at: float,
 
 def mark_sent(db: sqlite3.Connection, d: Due, sent_at: float) -> float | None:
     """Record the delivery; when it was the study's last one, the study is exported and the
-    latency from its last instance is returned (else None)."""
-    db.execute("UPDATE export SET state = ?, attempts = ?, sent_at = ? WHERE "
-               "study_instance_uid = ? AND version = ? AND destination = ?",
-               (ExportState.SENT, d.attempts + 1, sent_at, *_key(d)))
-    left = db.execute("SELECT COUNT(*) FROM export WHERE study_instance_uid = ? AND version = ? "
-                      "AND state != ?", (d.study_uid, d.version, ExportState.SENT)).fetchone()[0]
-    if left:
-        return None
-    done = db.execute(
-        "UPDATE study SET state = ?, exported_at = ? WHERE study_instance_uid = ? "
-        "AND state IN (?, ?) AND version = ? RETURNING last_instance_at",
-        (StudyState.EXPORTED, sent_at, d.study_uid, StudyState.DONE, StudyState.NOT_FOUND,
-         d.version)).fetchone()
+    latency from its last instance is returned (else None).  One transaction: an export
+    marked sent whose study's update failed (a full disk) would never be due again, and
+    the study would stay ``done`` for good."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("UPDATE export SET state = ?, attempts = ?, sent_at = ? WHERE "
+                   "study_instance_uid = ? AND version = ? AND destination = ?",
+                   (ExportState.SENT, d.attempts + 1, sent_at, *_key(d)))
+        left = db.execute("SELECT COUNT(*) FROM export WHERE study_instance_uid = ? AND "
+                          "version = ? AND state != ?",
+                          (d.study_uid, d.version, ExportState.SENT)).fetchone()[0]
+        done = None if left else db.execute(
+            "UPDATE study SET state = ?, exported_at = ? WHERE study_instance_uid = ? "
+            "AND state IN (?, ?) AND version = ? RETURNING last_instance_at",
+            (StudyState.EXPORTED, sent_at, d.study_uid, StudyState.DONE,
+             StudyState.NOT_FOUND, d.version)).fetchone()
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        rollback(db)
+        raise
     return None if done is None else sent_at - done[0]
 
 

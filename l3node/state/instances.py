@@ -10,7 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .db import StudyState
+from .db import StudyState, rollback
 
 
 def spooled_path(db: sqlite3.Connection, sop_instance_uid: str) -> Path | None:
@@ -44,7 +44,7 @@ def record_instance(db: sqlite3.Connection, *, sop_class_uid: str, sop_instance_
             db.execute("COMMIT")
     except sqlite3.Error:
         if own:
-            db.execute("ROLLBACK")
+            rollback(db)
         raise
 
 
@@ -57,7 +57,7 @@ def record_instances(db: sqlite3.Connection, batch: list[dict]) -> None:
             record_instance(db, **row)
         db.execute("COMMIT")
     except sqlite3.Error:
-        db.execute("ROLLBACK")
+        rollback(db)
         raise
 
 

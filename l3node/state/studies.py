@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .db import ExportState, StudyState
+from .db import ExportState, StudyState, rollback
 
 
 @dataclass
@@ -87,6 +87,14 @@ def claim(db: sqlite3.Connection, study_uid: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def still_claimed(db: sqlite3.Connection, study_uid: str, version: int) -> bool:
+    """Whether the claim ``version`` still stands (processing, nothing new arrived): a run
+    put off for want of disk space is retried only then.  A read: it works on a full disk."""
+    return db.execute("SELECT 1 FROM study WHERE study_instance_uid = ? AND state = ? AND "
+                      "version = ?", (study_uid, StudyState.PROCESSING, version)
+                      ).fetchone() is not None
+
+
 def record_outcome(db: sqlite3.Connection, o: Outcome, destinations: list[str]) -> None:
     """The run's result row, the study's next state, and one pending export per
     destination when there are objects to deliver — one transaction."""
@@ -117,7 +125,7 @@ def record_outcome(db: sqlite3.Connection, o: Outcome, destinations: list[str]) 
                     (o.study_uid, o.version, name, ExportState.PENDING, time.time()))
         db.execute("COMMIT")
     except sqlite3.Error:
-        db.execute("ROLLBACK")
+        rollback(db)
         raise
 
 
