@@ -190,8 +190,8 @@ def _count_rows(db: Path, sql: str) -> int:
 
 
 # -- 1. ingest ----------------------------------------------------------------------------------
-INGEST_KINDS = ("storescp", "orthanc", "pynetdicom", "pynetdicom-waking", "l3node",
-                "l3node-nofsync")
+INGEST_KINDS = ("storescp", "orthanc", "pynetdicom", "pynetdicom-waking", "pynetdicom-fsync",
+                "l3node", "l3node-nofsync")
 INGEST_LABEL = {
     "storescp": "DCMTK storescp → disk",
     "orthanc": "Orthanc (files + SQLite index)",
@@ -199,6 +199,8 @@ INGEST_LABEL = {
                   "pynetdicom receiver)",
     "pynetdicom-waking": "bare pynetdicom SCP with l3node.reactor's waking DUL (the same, "
                          "its polling sleep replaced)",
+    "pynetdicom-fsync": "bare pynetdicom SCP, file and folder fsync'd before the ack (the "
+                        "least a durable receiver on stock pynetdicom does)",
     "l3node": "l3node serve (fsync'd, then acked)",
     "l3node-nofsync": "l3node serve, fsync off (what-if, not a setting)"}
 
@@ -222,8 +224,8 @@ def ingest_once(kind: str, study: Phantom, work: Path, senders: int = 1) -> dict
         out = work / "out"
         log = work / "bare_scp.log"
         scp = Path(__file__).with_name("bare_scp.py")
-        waking = ["--waking"] if kind == "pynetdicom-waking" else []
-        proc = subprocess.Popen([sys.executable, str(scp), str(port), str(out), *waking],
+        flags = {"pynetdicom-waking": ["--waking"], "pynetdicom-fsync": ["--fsync"]}.get(kind, [])
+        proc = subprocess.Popen([sys.executable, str(scp), str(port), str(out), *flags],
                                 stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
         wait_port(port, proc, 60, log)
         done = lambda: stop(proc)  # noqa: E731
@@ -283,7 +285,9 @@ def _ingest_rows(study: Phantom, runs: dict[str, list[dict]], repeats: int,
         if k != "storescp" and k != "orthanc":
             note = f"{secs['storescp'] / secs[k]:.2f} × storescp; " + note
         if k.startswith("l3node"):
-            note = f"{secs['pynetdicom'] / secs[k]:.2f} × bare pynetdicom, " + note
+            note = (f"{secs['pynetdicom'] / secs[k]:.2f} × bare pynetdicom, "
+                    f"{secs['pynetdicom-fsync'] / secs[k]:.2f} × bare durable pynetdicom, "
+                    + note)
             if k == "l3node":
                 ratio = secs["pynetdicom"] / secs[k]
                 goal, verdict = (f"≥ {INGEST_GOAL:.1f} × bare pynetdicom",
