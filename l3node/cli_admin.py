@@ -166,7 +166,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         exp = ", ".join(f"{d}: {e['state']}" + (f" ({e['last_error']})" if e["last_error"]
                                                  else "") for d, e in r["exports"].items())
-        l3 = (f"L3 slice {r['l3_index']} ({r['l3_sop_instance_uid']}, z {r['z_mm']:.1f} mm)"
+        frame = f" frame {r['l3_frame_number']}" if r.get("l3_frame_number") else ""
+        l3 = (f"L3 slice {r['l3_index']} ({r['l3_sop_instance_uid']}{frame}, "
+              f"z {r['z_mm']:.1f} mm)"
               if r["l3_index"] is not None else (r["reason"] or ""))
         print(f"{r['study_instance_uid']}  {r['state']:<10} v{r['version']} "
               f"{r['instances']} instances  {l3}  {exp}")

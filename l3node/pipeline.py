@@ -112,6 +112,7 @@ class Pipeline:
             study_uid, version, StudyState.DONE if sl else StudyState.NOT_FOUND, res.status,
             reason=res.reason, series_uid=series.series_instance_uid, l3_index=index,
             l3_sop_instance_uid=sl.sop_instance_uid if sl else None,
+            l3_frame_number=sl.frame_number if sl else None,
             z_mm=sl.z_mm if sl else None,
             confidence=d.confidence if sl and d is not None else None, skipped=sel.skipped,
             objects=[{"kind": o.kind, "path": str(o.path),

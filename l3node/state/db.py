@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS result (
     status TEXT NOT NULL,
     l3_index INTEGER,
     l3_sop_instance_uid TEXT,
+    l3_frame_number INTEGER,
     z_mm REAL,
     confidence REAL,
     reason TEXT,
@@ -94,7 +95,8 @@ CREATE TABLE IF NOT EXISTS export (
 """
 # Columns added after the first release: (table, column, type) — added to older databases.
 ADDED_COLUMNS = (("result", "processing_s", "REAL"), ("export", "sent_at", "REAL"),
-                 ("result", "objects", "TEXT"), ("study", "released_at", "REAL"))
+                 ("result", "objects", "TEXT"), ("study", "released_at", "REAL"),
+                 ("result", "l3_frame_number", "INTEGER"))
 
 
 # SQLite's codes for "no room": FULL is ENOSPC; EDQUOT comes as IOERR_WRITE (as does any

@@ -28,6 +28,7 @@ class Outcome:
     series_uid: str | None = None
     l3_index: int | None = None
     l3_sop_instance_uid: str | None = None
+    l3_frame_number: int | None = None  # the frame, when the L3 slice is one of a multi-frame CT
     z_mm: float | None = None
     confidence: float | None = None
     skipped: dict[str, str] = field(default_factory=dict)
@@ -102,11 +103,12 @@ def record_outcome(db: sqlite3.Connection, o: Outcome, destinations: list[str]) 
     try:
         db.execute(
             "INSERT OR REPLACE INTO result (study_instance_uid, version, series_instance_uid, "
-            "status, l3_index, l3_sop_instance_uid, z_mm, confidence, reason, skipped_series, "
-            "files, created_at, processing_s, objects) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, l3_index, l3_sop_instance_uid, l3_frame_number, z_mm, confidence, reason, "
+            "skipped_series, files, created_at, processing_s, objects) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (o.study_uid, o.version, o.series_uid, o.status, o.l3_index,
-             o.l3_sop_instance_uid, o.z_mm, o.confidence, o.reason, json.dumps(o.skipped),
+             o.l3_sop_instance_uid, o.l3_frame_number, o.z_mm, o.confidence, o.reason,
+             json.dumps(o.skipped),
              json.dumps([str(f) for f in o.files]), time.time(), o.seconds,
              json.dumps(o.objects)))
         # only if nothing new arrived meanwhile (else the study is receiving again)
@@ -161,14 +163,16 @@ def complete_now(db: sqlite3.Connection, study_uid: str) -> bool:
 
 
 RESULT_KEYS = ("state", "instances", "version", "status", "series_instance_uid", "l3_index",
-               "l3_sop_instance_uid", "z_mm", "confidence", "reason", "processing_s")
+               "l3_sop_instance_uid", "l3_frame_number", "z_mm", "confidence", "reason",
+               "processing_s")
 
 
 def latest_result(db: sqlite3.Connection, study_uid: str) -> dict | None:
     """The study's state and its current version's result row (None: no such study)."""
     row = db.execute(
         "SELECT s.state, s.instances, s.version, r.status, r.series_instance_uid, "
-        "r.l3_index, r.l3_sop_instance_uid, r.z_mm, r.confidence, r.reason, r.processing_s "
+        "r.l3_index, r.l3_sop_instance_uid, r.l3_frame_number, r.z_mm, r.confidence, r.reason, "
+        "r.processing_s "
         "FROM study s LEFT JOIN result r ON r.study_instance_uid = s.study_instance_uid "
         "AND r.version = s.version WHERE s.study_instance_uid = ?", (study_uid,)).fetchone()
     return None if row is None else dict(zip(RESULT_KEYS, row, strict=True))

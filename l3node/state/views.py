@@ -18,6 +18,7 @@ def study_status(db: sqlite3.Connection, limit: int | None = None,
     rows = db.execute(
         "SELECT s.study_instance_uid, s.state, s.instances, s.version, s.first_instance_at, "
         "s.last_instance_at, s.exported_at, r.status, r.l3_index, r.l3_sop_instance_uid, "
+        "r.l3_frame_number, "
         "r.z_mm, r.confidence, r.reason, r.processing_s, r.created_at, r.files, r.objects "
         "FROM study s LEFT JOIN result r ON r.study_instance_uid = s.study_instance_uid AND "
         "r.version = s.version WHERE ? IS NULL OR s.study_instance_uid = ? "
@@ -25,6 +26,7 @@ def study_status(db: sqlite3.Connection, limit: int | None = None,
         (study_uid, study_uid, limit or -1)).fetchall()
     keys = ("study_instance_uid", "state", "instances", "version", "first_instance_at",
             "last_instance_at", "exported_at", "result", "l3_index", "l3_sop_instance_uid",
+            "l3_frame_number",
             "z_mm", "confidence", "reason", "processing_s", "result_at", "files", "objects")
     out = [dict(zip(keys, r, strict=True)) for r in rows]
     for o in out:

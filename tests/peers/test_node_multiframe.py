@@ -61,6 +61,7 @@ def test_multiframe_study_gets_a_kos_that_references_the_frame(tmp_path, orthanc
     mf_uid = truth["series"]["sop_instance_uids"][0]
     assert row["l3_sop_instance_uid"] == mf_uid
     k = row["l3_index"]
+    assert row["l3_frame_number"] == truth["series"]["frame_numbers"][k]  # recorded too
     assert abs(truth["series"]["z_positions_mm"][k] - truth["l3"]["middle_z_mm"]) <= 10.0
     res = _results_in_orthanc(orthanc, study_uid)
     assert sorted(res) == ["KO", "OT", "SR"] and len(res["KO"]) == 1 and len(res["OT"]) == 2

@@ -122,6 +122,6 @@ def test_an_older_database_gains_the_new_columns(tmp_path):
     old.close()
     db = open_db(path)
     cols = {r[1] for r in db.execute("PRAGMA table_info(result)")}
-    assert {"processing_s", "objects"} <= cols
+    assert {"processing_s", "objects", "l3_frame_number"} <= cols
     reader = open_reader(path)
     assert reader.execute("SELECT status FROM result").fetchone() == ("found",)
