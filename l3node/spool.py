@@ -8,7 +8,9 @@ a crash between the two, a row may name a file that is not there; receiving the 
 again then writes it again (``store`` checks the file, not only the row).  Names derive from
 UIDs only when a UID is a well-formed UID; anything else (``../../etc``) becomes a hash, so no
 sender can write outside the spool.  Receiving the same SOP Instance UID again replaces
-nothing and counts as stored (idempotent).
+nothing and counts as stored (idempotent); an instance already committed is known before
+anything is written (a read-only connection: no write, no fsync, no wait for the writers'
+lock — a PACS re-sending a study after an outage, or onto a full disk, gets Success at once).
 
 Concurrent associations share flushes (group commit).  Each writes and fsyncs its own temp
 file without holding any lock; then it queues the instance and takes the spool's lock.
@@ -34,7 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .state import instances as rows
-from .state import open_db
+from .state import open_db, open_reader
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -68,6 +70,10 @@ class Spool:
         self._queued: list[_Queued] = []  # written, fsync'd, not yet committed
         self._queue_lock = threading.Lock()
         self.db = open_db(db_path)
+        # Read-only, for the duplicate check before writing: a re-sent instance is known
+        # without a write, an fsync or a wait for the writers' lock (WAL: readers don't wait).
+        self._reader = open_reader(db_path)
+        self._reader_lock = threading.Lock()
         # A kill inside _write_atomic leaves its temp file; that instance was never
         # acknowledged (the sender sends it again), and the series loader would read the
         # debris as a second slice at the same position: sweep it before receiving.
@@ -78,6 +84,7 @@ class Spool:
 
     def close(self) -> None:
         self._dir_syncer.shutdown(wait=True)
+        self._reader.close()
         self.db.close()
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
@@ -89,6 +96,9 @@ class Spool:
               calling_ae_title: str = "") -> StoredInstance:
         """Write one encoded instance durably and record it; raises OSError/sqlite3.Error
         (the caller answers "out of resources") leaving no partial file behind."""
+        known = self._known(sop_instance_uid)
+        if known is not None:  # re-sent: nothing to write (the commit checks again, for
+            return StoredInstance(StoreOutcome.DUPLICATE, known)  # one still in flight)
         path = self.path_for(study_instance_uid, series_instance_uid, sop_instance_uid)
         size = len(data)
         tmp = _write_temp(path, data)  # no lock: concurrent senders flush in parallel
@@ -116,6 +126,16 @@ class Spool:
             raise _copy(item.error)
         assert item.outcome is not None
         return StoredInstance(item.outcome, item.path)
+
+    def _known(self, sop_instance_uid: str) -> Path | None:
+        """The spooled file of an instance already committed (and still on disk), else
+        None — also when the check itself fails: the commit's check then decides."""
+        try:
+            with self._reader_lock:
+                known = rows.spooled_path(self._reader, sop_instance_uid)
+        except sqlite3.Error:
+            return None
+        return known if known is not None and known.is_file() else None
 
     def _commit(self, group: list[_Queued]) -> None:
         """Rename, fsync the folders, commit the rows: one transaction for the group.  Under

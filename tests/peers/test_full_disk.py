@@ -463,7 +463,7 @@ def test_the_spool_on_a_full_disk_refuses_cleanly_and_carries_on_once_there_is_r
     disk is full").  Each raises the error that says so — not the "cannot rollback" of a
     transaction SQLite had already rolled back — and leaves no file; the same connection
     stores the next instance once there is room (it is not wedged)."""
-    from l3node.spool import Spool
+    from l3node.spool import Spool, StoreOutcome
 
     spool = Spool(small_fs / "spool", small_fs / "state.db")
     filler = Filler(small_fs / "filler")
@@ -478,6 +478,11 @@ def test_the_spool_on_a_full_disk_refuses_cleanly_and_carries_on_once_there_is_r
         filler.fill(PAGE)  # less than the file
         with pytest.raises(OSError, match="No space left on device"):
             store(1)
+        # a re-sent instance already stored is known without writing: Success, disk full
+        again = spool.store(os.urandom(2 * PAGE), sop_class_uid=CTImageStorage,
+                            sop_instance_uid="1.2.3.0", study_instance_uid="1.2.3",
+                            series_instance_uid="1.2.3.0")
+        assert again.outcome is StoreOutcome.DUPLICATE and again.path.read_bytes() == data
         filler.fill(3 * PAGE)  # the file, not the database's pages for its row
         with pytest.raises(sqlite3.Error, match="database or disk is full"):
             store(2)
