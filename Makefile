@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-PEERS   := dcmtk orthanc orthanc-dicomweb dicom3tools chromium
+PEERS   := dcmtk orthanc orthanc-dicomweb dicom3tools chromium postgresql
 
 .PHONY: install peers test demo lint bench clean
 

@@ -61,11 +61,20 @@ def _load_cases(args: argparse.Namespace) -> list:
 
 def _search(args: argparse.Namespace) -> int:
     from .runs import search_run
+    from .storage import StudyStore
 
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    try:
+        store = StudyStore(args.storage, args.study_name, heartbeat_s=args.heartbeat,
+                           grace_s=args.grace, max_retry=args.max_retry)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     search_run(_load_cases(args), args.run, args.cache, search=args.search,
                input_mode=args.input_mode, budget_name=args.budget, trials=args.trials,
                epochs=args.epochs, k=args.folds, sampler=args.sampler, device=args.device,
-               seed=args.seed, version=args.version, half=args.half, out=args.out)
+               seed=args.seed, version=args.version, half=args.half, out=args.out,
+               store=store, workers=args.workers, search_only=args.search_only)
     return 0
 
 
@@ -113,6 +122,30 @@ def _nifti_to_dicom(args: argparse.Namespace) -> int:
 
     print(f"{nifti_to_dicom(args.nifti, args.out)} slices written to {args.out}")
     return 0
+
+
+def add_distribution_options(se: argparse.ArgumentParser) -> None:
+    """``search``'s options for many workers on one study (docs/training.md, *Distributed
+    search*)."""
+    se.add_argument("--storage", default=None, metavar="URL",
+                    help="the study's database, shared by every worker, e.g. "
+                         "postgresql://USER@HOST:5432/DB (default: sqlite:///RUN/optuna.db)")
+    se.add_argument("--study-name", default=None, metavar="NAME",
+                    help="the study to create or join (default ARM-INPUT_MODE; "
+                         "NAME-ARM with --search both)")
+    se.add_argument("--workers", type=int, default=1,
+                    help="search processes on this machine, each on its share of the cores "
+                         "(or one GPU each with CUDA)")
+    se.add_argument("--search-only", action="store_true",
+                    help="only add trials to the study, then stop: cross-validation and the "
+                         "model are left to one run without it")
+    se.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                    help="seconds between a running trial's heartbeats")
+    se.add_argument("--grace", type=int, default=None, metavar="S",
+                    help="a trial silent this long is failed and its variables re-queued "
+                         "(default twice the heartbeat)")
+    se.add_argument("--max-retry", type=int, default=3,
+                    help="how often one trial whose worker died is re-queued")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--version", default="dev")
     se.add_argument("--half", action="store_true", help="store fp16 weights")
+    add_distribution_options(se)
     se.set_defaults(func=_search)
     cv = sub.add_parser("cv", help="cross-validate a fixed configuration per input mode")
     cv.add_argument("--data", type=Path, help="folder of phantom studies (truth.json)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +27,9 @@ from .data import Case, build_cache, cases_from_phantoms
 from .heights import context_steps, learned_decision
 from .loop import TrainConfig, config_dict, evaluate, train
 from .report import best_result, cross_validation_summary, summarise, write_report
-from .search import BUDGETS, apply_params, cross_validate, folds, run_search
-
-
-def run_log(run: Path) -> Callable[[str], None]:
-    """Create the run folder; the returned ``log`` prints a line and appends it to
-    ``RUN/log.txt`` (flushed: a long run can be followed with ``tail -f``)."""
-    run.mkdir(parents=True, exist_ok=True)
-    log_f = (run / "log.txt").open("a")
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-        log_f.write(msg + "\n")
-        log_f.flush()
-
-    return log
+from .runlog import run_log
+from .search import BUDGETS, SearchJob, apply_params, cross_validate, folds, run_search
+from .storage import StudyStore
 
 
 def train_model(data: Path, out: Path, cfg: TrainConfig, cache_dir: Path,
@@ -94,12 +82,21 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
                input_mode: str = "paper", budget_name: str = "small",
                trials: int | None = None, epochs: int | None = None, k: int | None = None,
                sampler: str = "gp", device: str = "auto", seed: int = 0,
-               version: str = "dev", half: bool = False, out: Path | None = None) -> Path:
+               version: str = "dev", half: bool = False, out: Path | None = None,
+               store: StudyStore | None = None, workers: int = 1,
+               search_only: bool = False) -> Path | None:
     """Search the arm ``search`` (``both``: each arm of :data:`ARM_NAMES`) on fold 0,
     cross-validate its best variables over ``k`` folds, write the report, and train the arm
     with the lowest mean slice error on all cases as the artifact (``out``, default
     ``RUN/model``).  ``trials``, ``epochs`` and ``k`` default to the budget's, whose case
-    limit (if any) keeps the first cases."""
+    limit (if any) keeps the first cases.
+
+    ``store``: where the study lives (default ``RUN/optuna.db``; a shared database lets other
+    runs join it by study name), ``workers`` search processes on this machine;
+    ``search_only`` stops after the search (a helper worker: returns None), leaving
+    cross-validation and the model to one run.  The study of an arm is
+    ``store.study_name`` (``NAME-ARM`` with ``both``), default ``ARM-INPUT_MODE``.
+    """
     budget = BUDGETS[budget_name]
     trials = trials or budget.trials
     epochs = epochs or budget.epochs
@@ -118,12 +115,21 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
     fold_list = folds(len(cases), k, seed)
     val0 = fold_list[0]
     tr0 = [i for f in fold_list[1:] for i in f]
-    storage = f"sqlite:///{(run / 'optuna.db').resolve()}"
+    store = (store or StudyStore()).resolve(run)
     results, cvs, best_cfgs = [], [], []
     for search in searches:
-        log(f"== search {search}, input {input_mode}: {trials} trials, {epochs} epochs")
-        study = run_search(cache, tr0, val0, base, search, trials, storage,
-                           f"{search}-{input_mode}", sampler, decision, log=log)
+        name = store.study_name or f"{search}-{input_mode}"
+        if store.study_name and len(searches) > 1:
+            name = f"{store.study_name}-{search}"
+        log(f"== search {search}, input {input_mode}: {trials} trials, {epochs} epochs; "
+            f"study {name} in {store.describe()}, {workers} worker(s)")
+        job = SearchJob(cases, pre, cache_dir, tr0, val0, base, search, trials, store, name,
+                        sampler, decision, run)
+        study = run_search(job, cache, workers, log=log)
+        if search_only:
+            log(f"search only: study {name} holds its {trials} trials; cross-validation and "
+                f"the model are left to the run without --search-only")
+            continue
         best = study.best_trial.params
         cfg = apply_params(base, best)
         log(f"best trial {study.best_trial.number}: 1/F1 {study.best_value:.3f}")
@@ -131,6 +137,8 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
         results.append(summarise(ARM_NAMES[search], cv, best, input_mode))
         cvs.append(cv)
         best_cfgs.append(cfg)
+    if search_only:
+        return None
     extra = {"cases": len(cases), "folds": k, "budget": budget_name, "sampler": sampler,
              "seed": seed, "trials": trials, "epochs": epochs,
              "decision": decision.__dict__}

@@ -6,7 +6,10 @@ One run (``python -m training search``):
    of :data:`TABLE_1`; each trial trains on fold 0's training cases and reports 1/F1 on its
    validation slices after every epoch (poor trials are pruned by the median rule).  The study
    lives in SQLite (``RUN/optuna.db``): rerunning the same command resumes it, and
-   ``optuna-dashboard sqlite:///RUN/optuna.db`` shows it.
+   ``optuna-dashboard sqlite:///RUN/optuna.db`` shows it.  ``--workers N`` runs trials in N
+   pinned processes (:mod:`training.workers`); ``--storage URL --study-name NAME`` puts the
+   study in a shared database (PostgreSQL) that workers on other machines join
+   (:mod:`training.storage`), all drawing on one trial budget (:mod:`training.budget`).
 2. **Cross-validation** — the best variables are trained and tested on each of k patient-level
    folds (default 5); every case gets its L3 slice error in slices and mm.
 3. **Final model** — trained on all cases with the best variables and written as a model
@@ -23,9 +26,13 @@ import copy
 import hashlib
 import json
 import math
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +42,14 @@ from optuna.trial import TrialState
 
 from l3node.localize.decision import DecisionParams, decide
 from l3node.localize.model import write_atomic
+from l3node.localize.preprocess import Preprocessing
 
-from .data import Cache
+from .budget import FINISHED, take_trials
+from .data import Cache, Case, build_cache
 from .loop import TrainConfig, case_probabilities, evaluate, train
+from .runlog import run_log
+from .storage import StudyStore, check_setup
+from .workers import Placement, run_workers
 
 # The paper's Table 1: name, kind, range.  Names are the ones Optuna stores.
 TABLE_1: list[tuple[str, str, tuple]] = [
@@ -124,28 +136,104 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise ValueError(f'sampler must be "gp" or "tpe", got {name!r}')
 
 
-def run_search(cache: Cache, train_idx: list[int], val_idx: list[int], base: TrainConfig,
-               search: str, trials: int, storage: str, study_name: str, sampler: str,
-               decision: DecisionParams, log: Callable[[str], None] = print) -> optuna.Study:
-    """Run (or resume) the Optuna study until it holds ``trials`` finished trials."""
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="minimize",
-                                sampler=make_sampler(sampler, base.seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2,
-                                                                   n_warmup_steps=1),
-                                load_if_exists=True)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        # left running by an interrupted run: it will never report; fail it and go on
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        log(f"trial {t.number} was interrupted; marked failed")
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                        TrialState.PRUNED)))
-    remaining = max(0, trials - done)
+@dataclass(frozen=True)
+class SearchJob:
+    """One arm's search in plain values: what every worker of its study needs (picklable,
+    so a worker process of ``--workers N`` gets a copy and rebuilds the rest)."""
+
+    cases: list[Case]
+    pre: Preprocessing
+    cache_dir: Path
+    train_idx: list[int]
+    val_idx: list[int]
+    base: TrainConfig
+    search: str
+    trials: int
+    store: StudyStore  # resolved: its url is set
+    study_name: str
+    sampler: str
+    decision: DecisionParams
+    run: Path  # log.txt goes here
+
+    def setup(self) -> dict:
+        """What the objective values depend on: every worker of the study must agree."""
+        cases = [[c.case_id, c.l3_first, c.l3_last] for c in self.cases]
+        config = {k: v for k, v in asdict(self.base).items()
+                  if k not in ("device", "precision", "seed")}
+        return {"cases": hashlib.sha256(json.dumps(cases).encode()).hexdigest()[:16],
+                "n_cases": len(cases), "train_idx": self.train_idx, "val_idx": self.val_idx,
+                "preprocessing": self.pre.to_json(), "search": self.search, "config": config,
+                "decision": asdict(self.decision)}
+
+
+def open_study(job: SearchJob, seed: int) -> optuna.Study:
+    """Create the job's study, or load it when it exists (a rerun, or another worker)."""
+    return optuna.create_study(study_name=job.study_name, storage=job.store.open(),
+                               direction="minimize", sampler=make_sampler(job.sampler, seed),
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2,
+                                                                  n_warmup_steps=1),
+                               load_if_exists=True)
+
+
+def worker_seed(seed: int, index: int, shared: bool) -> int:
+    """The sampler's seed of one worker.  Workers with one seed would propose the same
+    variables; the run's only worker keeps ``seed`` (reproducible), local workers add their
+    index, and workers of a shared study also mix in their host and process."""
+    if not shared:
+        return seed + index
+    tag = f"{seed}:{index}:{socket.gethostname()}:{os.getpid()}"
+    return int.from_bytes(hashlib.sha256(tag.encode()).digest()[:4], "big")
+
+
+def run_search(job: SearchJob, cache: Cache, workers: int = 1,
+               log: Callable[[str], None] = print) -> optuna.Study:
+    """Run (or resume, or join) the job's study until it holds ``job.trials`` finished
+    trials, with ``workers`` processes (1: in this one); then it is this process's alone
+    again, for cross-validation and the final model."""
+    study = open_study(job, worker_seed(job.base.seed, 0, job.store.shared))
+    check_setup(study, job.setup())
+    if not job.store.shared:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # the run's own study: a trial still running was left by an interrupted run and
+            # will never report (a shared study's are left to the heartbeat)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            log(f"trial {t.number} was interrupted; marked failed")
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
     if done:
-        log(f"resuming study {study_name}: {done} trials done, {remaining} to go")
+        log(f"resuming study {job.study_name}: {done} trials done, "
+            f"{max(0, job.trials - done)} to go")
+    if workers > 1:
+        run_workers(_worker, (job,), workers, job.base.device, log)
+    else:
+        take_trials(study, _objective(job, cache, log), job.trials, job.store.poll_s, log)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if done < job.trials:
+        raise SystemExit(f"study {job.study_name}: only {done} of {job.trials} trials finished "
+                         f"(the workers ended early; see {job.run / 'log.txt'})")
+    return study
+
+
+def _worker(job: SearchJob, place: Placement, start: Barrier) -> None:
+    """A worker process of ``--workers N``: the cache (already built), the study, trials."""
+    log = run_log(job.run, prefix=f"[worker {place.index}] ")
+    cache = build_cache(job.cases, job.pre, job.cache_dir, log=log)
+    study = open_study(job, worker_seed(job.base.seed, place.index, job.store.shared))
+    try:
+        start.wait(timeout=600)
+    except threading.BrokenBarrierError:
+        log("a sibling worker did not start; going on without waiting")
+    take_trials(study, _objective(job, cache, log), job.trials, job.store.poll_s, log)
+
+
+def _objective(job: SearchJob, cache: Cache,
+               log: Callable[[str], None]) -> Callable[[optuna.Trial], float]:
+    """1/F1 on fold 0's validation slices after training with the trial's variables."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, search)
-        cfg = apply_params(base, params)
+        trial.set_user_attr("worker", worker)  # whose trial it is, in the dashboard too
+        params = suggest(trial, job.search)
+        cfg = apply_params(job.base, params)
         t0 = time.perf_counter()
 
         def on_epoch(epoch: int, rec: dict) -> None:
@@ -158,17 +246,15 @@ def run_search(cache: Cache, train_idx: list[int], val_idx: list[int], base: Tra
                 raise optuna.TrialPruned()
 
         log(f"trial {trial.number}: {json.dumps(_round(params))}")
-        _, hist = train(cache, train_idx, cfg, val_cases=val_idx, decision=decision,
-                        on_epoch=on_epoch)
+        _, hist = train(cache, job.train_idx, cfg, val_cases=job.val_idx,
+                        decision=job.decision, on_epoch=on_epoch)
         last = hist.epochs[-1]
         value = objective_value(last.get("val_f1") or 0.0)
         trial.set_user_attr("history", hist.epochs)
         log(f"trial {trial.number} done in {time.perf_counter() - t0:.0f} s: 1/F1 {value:.3f}")
         return value
 
-    if remaining:
-        study.optimize(objective, n_trials=remaining, catch=())
-    return study
+    return objective
 
 
 def cross_validate(cache: Cache, fold_list: list[list[int]], cfg: TrainConfig,
