@@ -74,7 +74,8 @@ def _search(args: argparse.Namespace) -> int:
                input_mode=args.input_mode, budget_name=args.budget, trials=args.trials,
                epochs=args.epochs, k=args.folds, sampler=args.sampler, device=args.device,
                seed=args.seed, version=args.version, half=args.half, out=args.out,
-               store=store, workers=args.workers, search_only=args.search_only)
+               store=store, workers=args.workers, search_only=args.search_only,
+               augment=args.augment)
     return 0
 
 
@@ -208,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--version", default="dev")
     se.add_argument("--half", action="store_true", help="store fp16 weights")
+    se.add_argument("--augment", type=float, default=0.0,
+                    help="chance each training image gets the realism augmentation (the "
+                    "default model's recipe: 0.9), the same in every trial, fold and the "
+                    "final model")
     add_distribution_options(se)
     se.set_defaults(func=_search)
     cv = sub.add_parser("cv", help="cross-validate a fixed configuration per input mode")

@@ -84,7 +84,7 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
                sampler: str = "gp", device: str = "auto", seed: int = 0,
                version: str = "dev", half: bool = False, out: Path | None = None,
                store: StudyStore | None = None, workers: int = 1,
-               search_only: bool = False) -> Path | None:
+               search_only: bool = False, augment: float = 0.0) -> Path | None:
     """Search the arm ``search`` (``both``: each arm of :data:`ARM_NAMES`) on fold 0,
     cross-validate its best variables over ``k`` folds, write the report, and train the arm
     with the lowest mean slice error on all cases as the artifact (``out``, default
@@ -94,8 +94,11 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
     ``store``: where the study lives (default ``RUN/optuna.db``; a shared database lets other
     runs join it by study name), ``workers`` search processes on this machine;
     ``search_only`` stops after the search (a helper worker: returns None), leaving
-    cross-validation and the model to one run.  The study of an arm is
-    ``store.study_name`` (``NAME-ARM`` with ``both``), default ``ARM-INPUT_MODE``.
+    cross-validation and the model to one run.  ``augment``: the realism augmentation's
+    chance per training image, the same for every trial, fold and the final model (the
+    shipped model's recipe is 0.9: a search on "the default model's data" needs it).  The
+    study of an arm is ``store.study_name`` (``NAME-ARM`` with ``both``), default
+    ``ARM-INPUT_MODE``.
     """
     budget = BUDGETS[budget_name]
     trials = trials or budget.trials
@@ -110,7 +113,7 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
     decision = learned_decision(cases, cache)
     device = pick_device(device)
     base = TrainConfig(epochs=epochs, input_mode=input_mode, seed=seed,
-                       neg_per_case=budget.neg_per_case, device=device,
+                       neg_per_case=budget.neg_per_case, device=device, augment=augment,
                        precision="bf16" if device == "cpu" else "fp32")
     fold_list = folds(len(cases), k, seed)
     val0 = fold_list[0]
@@ -140,7 +143,7 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
     if search_only:
         return None
     extra = {"cases": len(cases), "folds": k, "budget": budget_name, "sampler": sampler,
-             "seed": seed, "trials": trials, "epochs": epochs,
+             "seed": seed, "trials": trials, "epochs": epochs, "augment": augment,
              "decision": decision.__dict__}
     write_report(run, results, cvs, extra)
     pick = best_result(results)
@@ -149,7 +152,7 @@ def search_run(cases: list[Case], run: Path, cache_dir: Path, search: str = "hyp
     summary = {"report": str(run / "report.md"), "chosen": results[pick]["name"],
                "cv": results[pick]["all"], "hard": results[pick]["hard"],
                "params": results[pick]["params"], "final_history": hist.epochs,
-               "cases": len(cases), "folds": k, "budget": budget_name}
+               "cases": len(cases), "folds": k, "budget": budget_name, "augment": augment}
     spec = ModelSpec(input_mode=input_mode, context_offset_mm=base.context_offset_mm,
                      preprocessing=pre, decision=decision, version=version,
                      training=summary)

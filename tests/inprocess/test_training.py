@@ -181,7 +181,7 @@ def _search(data: Path, run: Path, cache: Path, *extra: str) -> subprocess.Compl
 @pytest.mark.slow
 def test_tiny_search_writes_report_and_a_model_predict_loads_then_resumes(tiny_set, tmp_path):
     run, cache = tmp_path / "run", tmp_path / "cache"
-    res = _search(tiny_set, run, cache)
+    res = _search(tiny_set, run, cache, "--augment", "0.9")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for name in ("report.md", "metrics.json", "fig3-training.png", "fig4-position.png",
                  "optuna.db", "model/model.json", "model/weights.pt"):
@@ -189,7 +189,7 @@ def test_tiny_search_writes_report_and_a_model_predict_loads_then_resumes(tiny_s
     report = (run / "report.md").read_text()
     assert "Table 2" in report and "proposed (hyper+imbalance)" in report
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["folds"] == 2 and metrics["trials"] == 2
+    assert metrics["folds"] == 2 and metrics["trials"] == 2 and metrics["augment"] == 0.9
     model = json.loads((run / "model" / "model.json").read_text())
     assert model["input_mode"] == "context" and model["input_size"] == 64
     assert model["training"]["cv"]["cases_with_l3"] == 5
@@ -203,7 +203,7 @@ def test_tiny_search_writes_report_and_a_model_predict_loads_then_resumes(tiny_s
     storage = f"sqlite:///{run / 'optuna.db'}"
     study = optuna.load_study(study_name="hyper+imbalance-context", storage=storage)
     study.ask()
-    res = _search(tiny_set, run, cache, "--trials", "3")
+    res = _search(tiny_set, run, cache, "--trials", "3", "--augment", "0.9")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resuming study hyper+imbalance-context: 2 trials done, 1 to go" in res.stdout
     assert "was interrupted; marked failed" in res.stdout
