@@ -123,9 +123,18 @@ class Cohort:
             progress.update()
             self._work(jobs, progress)
             progress.close()
+            if not self.options.keep_input:
+                self._purge_finished()
         finally:
             self.close()
         return self.table.counts()
+
+    def _purge_finished(self) -> None:
+        """Delete the input of every study with a final row that is still spooled — left
+        by a kill between a row and its study's purge (that study is skipped now)."""
+        for uid, row in self.table.rows.items():
+            if row.get("status") in FINAL and self.spool.study_folder(uid).exists():
+                self.spool.purge(uid)
 
     def close(self) -> None:
         if self.receiver is not None:
