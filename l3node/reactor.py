@@ -18,10 +18,22 @@ is the same.  (The association thread's own 1 ms sleep, ``association.py`` ``_ru
 is hard-coded; it falls while the next instance is still arriving and cost ~0.05 ms per
 instance in the same trace, so it is left alone.)
 
+Guards against hostile peers (issue #19), found by the raw-PDU fuzzer and the association
+storms of tests/peers/test_reliability_fuzz.py, each said where it is: a PDU longer than the
+node reads is refused before its body is buffered (:meth:`WakingDUL._read_pdu_data`); an
+A-ASSOCIATE-RQ without a usable maximum length is refused; a P-DATA that decodes as no
+valid DIMSE request aborts instead of killing the DUL thread or being ignored
+(:class:`GuardedDIMSE`); an association whose connection is over stops waiting for its
+request at once (:meth:`WakingDUL.receive_pdu`); an event the state machine has no action
+for is ignored (:class:`TrackedStateMachine`); garbage after the node's A-ABORT closes the
+connection.  Each outcome is one the standard has for it: A-ABORT, or a closed connection.
+
 How it is applied: only to the node's acceptor associations, through the documented
 ``request_handler`` argument of pynetdicom's ``AssociationServer`` (:class:`WakingAE`
 passes it from ``make_server``, which ``start_server`` calls); nothing global is patched.
-The hooks used (``DULServiceProvider._is_transport_event``, ``_run_loop_delay``,
+The hooks used (``DULServiceProvider._is_transport_event``, ``_read_pdu_data``,
+``_decode_pdu``, ``receive_pdu``, ``_run_loop_delay``, ``StateMachine.do_action`` and
+``transition``, ``DIMSEServiceProvider.receive_primitive`` and ``get_msg``,
 ``RequestHandler._create_association``) are pynetdicom 3.0.4's (pinned in pyproject.toml);
 if one is missing, :data:`AVAILABLE` is False and the node runs pynetdicom's stock loop.
 tests/peers/test_receive.py checks both that the node's associations use it and that
@@ -38,20 +50,75 @@ bare C-STORE SCP with one sender, none with four" (pynetdicom's own TODO at
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.transport import RequestHandler
 
+from .logs import event
+
+log = logging.getLogger(__name__)
 AVAILABLE = (hasattr(DULServiceProvider, "_is_transport_event")
+             and hasattr(DULServiceProvider, "_read_pdu_data")
+             and hasattr(DULServiceProvider, "_decode_pdu")
+             and hasattr(DIMSEServiceProvider, "receive_primitive")
+             and hasattr(DIMSEServiceProvider, "get_msg")
+             and hasattr(StateMachine, "transition")
+             and hasattr(DULServiceProvider, "receive_pdu")
              and hasattr(RequestHandler, "_create_association"))
+# The longest PDU other than P-DATA-TF the node reads (an A-ASSOCIATE-RQ: 128 presentation
+# contexts of a 64-character abstract syntax and a dozen transfer syntaxes each is ~110 KB).
+MAX_CONTROL_PDU = 1 << 20
+_PDU_TYPES = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07)
+# The smallest Maximum Length Received (other than 0, no limit) a peer may announce:
+# pynetdicom cannot fragment a message for 1-6 (``_generate_pdv_fragments`` refuses them).
+MIN_PEER_PDU = 7
+
+
+def _max_length(pdu: Any) -> int | None:
+    """The Maximum Length Received of an A-ASSOCIATE-RQ PDU, if it has one."""
+    info = getattr(pdu, "user_information", None)
+    return getattr(info, "maximum_length", None) if info is not None else None
+
+
+class TrackedStateMachine(StateMachine):
+    """pynetdicom's upper-layer state machine, remembering whether it ever left Sta1 (idle):
+    back in Sta1 after that, the connection is over; and ignoring an event its table has
+    no action for, where pynetdicom raised.
+
+    Why the latter: an abort requested by the association's thread (Evt15) while the
+    state machine had already aborted on an invalid PDU (Sta13) raised InvalidEventError
+    in the DUL thread, which died with a traceback (tests/peers/test_reliability_fuzz.py).
+    Nothing is left to do for such an event: the abort is under way or the connection
+    is over."""
+
+    def __init__(self, dul: DULServiceProvider) -> None:
+        super().__init__(dul)
+        self.was_active = False
+
+    def do_action(self, event_name: str) -> None:
+        if (event_name, self.current_state) not in TRANSITION_TABLE:
+            event(log, "association.ignored_event", logging.WARNING, fsm_event=event_name,
+                  state=self.current_state)
+            return
+        super().do_action(event_name)
+
+    def transition(self, state: str) -> None:
+        super().transition(state)
+        if state != "Sta1":
+            self.was_active = True
 
 
 class WakingDUL(DULServiceProvider):
@@ -64,6 +131,8 @@ class WakingDUL(DULServiceProvider):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self.state_machine = TrackedStateMachine(self)
+        self._invalid_pdus = 0
 
     def wake(self) -> None:
         """Cut the current wait short (from any thread; harmless after the reactor ended)."""
@@ -100,6 +169,112 @@ class WakingDUL(DULServiceProvider):
         self._wait_for_work()
         return super()._is_transport_event()
 
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """As pynetdicom's, but a blocking wait ends as soon as the connection is over.
+
+        Why: an acceptor's association thread waits ``acse_timeout`` (30 s) for the
+        A-ASSOCIATE-RQ, even when the peer already closed, or sent garbage and was aborted.
+        That thread counts against ``node.max_associations`` meanwhile: eight peers that
+        each sent a few bad bytes and left made the node refuse every sender for 30 s
+        (tests/peers/test_reliability_fuzz.py).  Here the wait is cut into short ones, and
+        ends when the state machine is idle again (Sta1) after the connection was up:
+        nothing more can arrive."""
+        if not wait:
+            return super().receive_pdu(wait=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
+            primitive = super().receive_pdu(wait=True, timeout=left)
+            if primitive is not None:
+                return primitive
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if self._connection_over():
+                return super().receive_pdu(wait=False)
+
+    def _connection_over(self) -> bool:
+        """Idle (Sta1) again after the connection was up: closed, aborted or timed out."""
+        return self.state_machine.was_active and self.state_machine.current_state == "Sta1"
+
+    def _pdu_limit(self, pdu_type: int) -> int:
+        """The longest PDU of this type the node reads: for P-DATA-TF the maximum length it
+        announced (PS3.8 §9.3.1: the peer must not exceed it), else :data:`MAX_CONTROL_PDU`."""
+        announced = self.assoc.acceptor.maximum_length if self.assoc.is_acceptor else 0
+        return announced if pdu_type == 0x04 and announced else MAX_CONTROL_PDU
+
+    def _invalid(self, reason: str) -> None:
+        """An invalid PDU: Evt19 for the state machine (it sends A-ABORT), logged once per
+        association.  Once the node has aborted (Sta13, waiting for the peer to close), more
+        garbage closes the connection instead.
+
+        Why: in Sta13 pynetdicom reads on, 6 bytes at a time, and answers every unknown
+        "PDU" with another A-ABORT until its ARTIM timer (30 s) expires: a peer streaming
+        bytes after its first invalid PDU kept the node busy, and the log full, that long."""
+        self._invalid_pdus += 1
+        if self._invalid_pdus == 1:
+            event(log, "association.invalid_pdu", logging.WARNING, reason=reason)
+        if self.state_machine.current_state == "Sta13" and self.socket is not None:
+            self.socket.close()  # Evt17: transport closed, the state machine goes idle
+        else:
+            self.event_queue.put("Evt19")
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom 3.0.4's ``_read_pdu_data`` (same events), with two checks added — a
+        PDU longer than :meth:`_pdu_limit` is invalid before any of its body is read, and
+        so is an A-ASSOCIATE-RQ without a maximum length or below :data:`MIN_PEER_PDU` —
+        and one line per association (:meth:`_invalid`) where pynetdicom logged a traceback
+        per invalid PDU.
+
+        Why the limit: pynetdicom reads as many bytes as the 4-byte length field says, into memory,
+        before it decodes anything: one peer that declared a 4 GiB PDU and streamed bytes
+        grew the node by 400 MiB in 0.7 s (tests/peers/test_reliability_fuzz.py), before
+        any AE title was checked; eight such peers exhaust any machine."""
+        sock = self.socket
+        assert sock is not None
+        try:
+            head = sock.recv(6)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")  # transport closed
+            return
+        try:
+            pdu_type, _, pdu_length = struct.unpack(">BBL", head)
+        except struct.error:
+            self.event_queue.put("Evt17")  # closed within the header
+            return
+        if pdu_type not in _PDU_TYPES:
+            self._invalid(f"unknown PDU type 0x{pdu_type:02X}")
+            return
+        if pdu_length > (limit := self._pdu_limit(pdu_type)):
+            self._invalid(f"PDU type 0x{pdu_type:02X} declares {pdu_length} bytes; at most "
+                          f"{limit} are read")
+            return
+        try:
+            body = sock.recv(pdu_length)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != pdu_length:  # the peer closed within the PDU
+            self.event_queue.put("Evt17")
+            return
+        try:
+            pdu, evt_name = self._decode_pdu(bytearray(head) + body)
+        except Exception as exc:  # what pynetdicom does: an invalid PDU, A-ABORT
+            self._invalid(f"PDU type 0x{pdu_type:02X} undecodable: {type(exc).__name__}: "
+                          f"{exc}"[:300])
+            return
+        if pdu_type == 0x01 and ((peer_max := _max_length(pdu)) is None
+                                 or 0 < peer_max < MIN_PEER_PDU):
+            # pynetdicom accepts both, then cannot send a response (a TypeError or a
+            # ValueError in the association's thread, after it stored the instance): refuse
+            # the request now, as the invalid PDU it is (PS3.8 Annex D.1: the Maximum Length
+            # sub-item is mandatory)
+            self._invalid("A-ASSOCIATE-RQ: no Maximum Length sub-item" if peer_max is None
+                          else f"A-ASSOCIATE-RQ: maximum length {peer_max} (at least "
+                               f"{MIN_PEER_PDU}, or 0 for no limit)")
+            return
+        self.event_queue.put(evt_name)
+        self._recv_pdu.put(pdu)
+
     def _wait_for_work(self) -> None:
         """Return when the socket is readable, a primitive is queued, or after 1 ms."""
         if not (self.event_queue.empty() and self.to_provider_queue.empty()):
@@ -119,6 +294,55 @@ class WakingDUL(DULServiceProvider):
                     pass
 
 
+@dataclass(frozen=True)
+class _Invalid:
+    """Put in the message queue in place of a message that could not be decoded."""
+
+    reason: str
+
+
+class GuardedDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider; a P-DATA whose fragments do not decode as a DIMSE
+    message, or decode as no valid request, aborts the association (A-ABORT) instead of
+    killing its DUL thread or being ignored.
+
+    Why: pynetdicom decodes the command set in the DUL thread (``DT-2``) and guards only the
+    last step (``message_to_primitive``).  A command set without Command Field, or a
+    command fragment that is no data set, raised there: the DUL thread died with a
+    traceback on stderr and the peer saw its connection dropped, with no A-ABORT.  And a
+    message that decodes but is no valid request (a C-STORE-RQ without its SOP Instance
+    or Class UID or its Message ID, a response sent to the SCP) pynetdicom dropped with a
+    warning, answering nothing: the sender waited for a response until its own timeout
+    (both found by tests/peers/test_reliability_fuzz.py).
+
+    The abort is sent from the association's thread when it reaches the bad message in
+    the queue, so the messages before it are answered first: an instance stored just
+    before is acknowledged, not left in the spool unacknowledged by an abort that
+    overtook its response."""
+
+    def receive_primitive(self, primitive: Any) -> None:
+        try:
+            super().receive_primitive(primitive)
+        except Exception as exc:
+            self.message = None
+            invalid = _Invalid(f"{type(exc).__name__}: {exc}")
+            self.msg_queue.put((None, invalid))  # type: ignore[arg-type]
+
+    def get_msg(self, block: bool = False) -> tuple[Any, Any]:
+        """The next message, as pynetdicom's, unless it is invalid (see the class): then the
+        association is aborted and nothing is returned."""
+        context_id, msg = super().get_msg(block)
+        if isinstance(msg, _Invalid):
+            reason = msg.reason
+        elif msg is not None and self.assoc.is_acceptor and not msg.is_valid_request:
+            reason = f"{msg.msg_type} message that is not a valid request"
+        else:
+            return context_id, msg
+        event(log, "association.invalid_message", logging.WARNING, reason=reason[:300])
+        self.assoc.abort()  # A-ABORT queued behind the responses already sent
+        return None, None
+
+
 def wake_on_io(assoc: Association) -> None:
     """Give a not yet started association a :class:`WakingDUL` in place of its stock one.
 
@@ -134,10 +358,12 @@ def wake_on_io(assoc: Association) -> None:
         assoc.set_socket(sock)
     assoc.acse_timeout = assoc.acse_timeout  # the ARTIM timer, on the DUL
     assoc.network_timeout = assoc.network_timeout  # the idle timer, on the DUL
+    assoc.dimse = GuardedDIMSE(assoc)  # nothing received yet: its state is empty
 
 
 class WakingRequestHandler(RequestHandler):
-    """pynetdicom's request handler; each association it creates gets a WakingDUL."""
+    """pynetdicom's request handler; each association it creates gets a WakingDUL and a
+    GuardedDIMSE."""
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()

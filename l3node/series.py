@@ -206,27 +206,31 @@ def scan_folder(folder: Path) -> tuple[dict[str, _Candidate], list[tuple[Path, s
         except Exception as exc:  # a corrupt file raises anything (zlib.error, struct.error)
             skipped.append((path, f"unreadable: {exc.__class__.__name__}: {exc}"))
             continue
-        sop_class = _uid(ds, "SOPClassUID", "MediaStorageSOPClassUID")
-        modality = str(ds.get("Modality", "")).upper()
-        if sop_class not in CT_CLASSES and modality != "CT":
-            skipped.append((path, f"not a CT image (SOP class {sop_class or 'missing'})"))
-            continue
-        try:
+        try:  # every value first: an element read lazily can still raise (a bad VR)
+            sop_class = _uid(ds, "SOPClassUID", "MediaStorageSOPClassUID")
+            modality = str(ds.get("Modality", "")).upper()
+            if sop_class not in CT_CLASSES and modality != "CT":
+                raise _Skip(f"not a CT image (SOP class {sop_class or 'missing'})")
             if sop_class in MULTIFRAME_CT_CLASSES or "PerFrameFunctionalGroupsSequence" in ds:
                 rows = _frame_headers(path, ds, sop_class)
             else:
                 rows = [_single_header(path, ds)]
+            image_type = tuple(str(v).upper() for v in ds.get("ImageType", []) or [])
+            series_uid = _uid(ds, "SeriesInstanceUID")
+            key = series_uid or f"(no SeriesInstanceUID; frame of reference "\
+                f"{_uid(ds, 'FrameOfReferenceUID') or 'unknown'})"
+            study_uid = _uid(ds, "StudyInstanceUID")
+            description = str(ds.get("SeriesDescription", ""))
         except _Skip as exc:
             skipped.append((path, str(exc)))
             continue
-        image_type = tuple(str(v).upper() for v in ds.get("ImageType", []) or [])
-        series_uid = _uid(ds, "SeriesInstanceUID")
-        key = series_uid or f"(no SeriesInstanceUID; frame of reference "\
-            f"{_uid(ds, 'FrameOfReferenceUID') or 'unknown'})"
+        except Exception as exc:  # found by the loader fuzzer: pydicom's NotImplementedError
+            skipped.append((path, f"unreadable header: {exc.__class__.__name__}: {exc}"))
+            continue
         g = groups[key]
         g.headers.extend(rows)
-        g.study_uid = g.study_uid or _uid(ds, "StudyInstanceUID")
-        g.description = g.description or str(ds.get("SeriesDescription", ""))
+        g.study_uid = g.study_uid or study_uid
+        g.description = g.description or description
         g.image_type = g.image_type or image_type
         g.primary = g.primary and ("ORIGINAL" in image_type or not image_type)
         g.localizer = g.localizer or "LOCALIZER" in image_type

@@ -10,10 +10,13 @@ the value, and unknown keys are errors: a typo must not silently fall back to a 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
+import typing
 from dataclasses import fields
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 from .schema import (
@@ -39,12 +42,59 @@ from .schema import (
 )
 
 
-def _section(cls: type, raw: dict, name: str) -> dict:
+def _show(v: Any) -> str:
+    """A value for a message: its repr, cut short (a fuzzed value can be megabytes)."""
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def _section(cls: type, raw: Any, name: str, own_checks: tuple[str, ...] = ()) -> dict:
+    """The section as a dict: a table, no unknown key, and each value of its field's type.
+
+    Why the types here, for every key: the checks below look at values (ranges, choices)
+    and assume their type; a value of another type (``node = 1``, ``port = "x"``,
+    ``model.path = 5``, a list where a name goes) raised TypeError — a traceback from
+    ``l3node serve`` — or, where nothing looked at it (``retry.backoff_s = "10"``,
+    ``web.host = 5``), was accepted and failed later, at start or at the first study (found
+    by tests/peers/test_reliability_fuzz.py).  ``own_checks``: keys checked, with their
+    own messages, by the caller."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}]: must be a table (a [{name}] section of keys), got "
+                          f"{_show(raw)}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"[{name}]: unknown key(s) {unknown}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        if key not in own_checks:
+            _check_type(value, hints[key], f"{name}.{key}")
     return dict(raw)
+
+
+def _check_type(v: Any, hint: Any, key: str) -> None:
+    """Refuse ``v`` unless it is what a field of type ``hint`` takes from TOML (enums are
+    left to :func:`~l3node.config.schema.choice`, which names the allowed values)."""
+    if typing.get_origin(hint) in (typing.Union, UnionType):  # X | None: the X
+        hint = next(h for h in typing.get_args(hint) if h is not type(None))
+    if hint is bool:
+        ok, what = isinstance(v, bool), "true or false"
+    elif hint is int:
+        ok, what = isinstance(v, int) and not isinstance(v, bool), "an integer"
+    elif hint is float:
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        what = "a (finite) number"
+    elif hint is str:
+        ok, what = isinstance(v, str), "a string"
+    elif hint is Path:
+        ok, what = isinstance(v, str) and v != "" and "\0" not in v, "a path"
+    elif typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is str:
+        ok, what = isinstance(v, list) and all(isinstance(x, str) for x in v), \
+            "a list of strings"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{key}: must be {what}, got {_show(v)}")
 
 
 def _int(v: Any, key: str, lo: int, hi: int) -> int:
@@ -91,8 +141,6 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         raise ConfigError("node.require_called_ae_title: must be true or false")
     p = _section(PathsConfig, raw.get("paths", {}), "paths")
     for key in list(p):
-        if not isinstance(p[key], str) or not p[key]:
-            raise ConfigError(f"paths.{key}: must be a path, got {p[key]!r}")
         path = Path(p[key])
         p[key] = path if path.is_absolute() or base is None else (base / path)
     sch = _section(SchedulerConfig, raw.get("scheduler", {}), "scheduler")
@@ -138,9 +186,13 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     tls = _parse_tls(raw.get("tls", {}), base)
     dests = []
     names = set()
-    for k, d in enumerate(raw.get("destinations", [])):
+    raw_dests = raw.get("destinations", [])
+    if not isinstance(raw_dests, list):
+        raise ConfigError(f"destinations: must be an array of tables ([[destinations]] "
+                          f"sections), got {_show(raw_dests)}")
+    for k, d in enumerate(raw_dests):
         where = f"destinations[{k}]"
-        d = _section(DestinationConfig, d, where)
+        d = _section(DestinationConfig, d, where, own_checks=("objects",))
         if not d.get("name"):
             raise ConfigError(f"{where}: needs a name")
         if d["name"] in names:
@@ -178,7 +230,8 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
 
 
 def _parse_tls(raw: dict, base: Path | None) -> TLSConfig:
-    t = _section(TLSConfig, raw, "tls")
+    t = _section(TLSConfig, raw, "tls", own_checks=("enabled", "require_client_cert", "cert",
+                                                   "key", "ca"))
     for key in ("enabled", "require_client_cert"):
         if key in t and not isinstance(t[key], bool):
             raise ConfigError(f"tls.{key}: must be true or false, got {t[key]!r}")
@@ -221,11 +274,24 @@ def _parse_web(raw: dict) -> WebConfig:
 
 
 def load_config(path: Path) -> Config:
+    """Read and validate ``path``; every failure is a :class:`ConfigError` naming the file or
+    the key (the CLI prints it as one line: a traceback tells an administrator nothing)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such configuration file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (TOML is UTF-8): byte {exc.start} "
+                          f"is 0x{exc.object[exc.start]:02X}") from exc
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise ConfigError(f"{path}: cannot read the configuration: "
+                          f"{exc.strerror or exc}") from exc
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{path}: not valid TOML here: arrays or tables nested too "
+                          f"deeply") from exc
     return parse_config(raw, base=path.parent)

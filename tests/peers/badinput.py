@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+import pydicom.filereader
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -289,3 +290,140 @@ def make_corpus(series_dir: Path, token: str) -> list[Case]:
                       tuple(m.ok(ds) for ds in series), series[0].StudyInstanceUID,
                       "exported", "", predict='"status"'))
     return cases
+
+
+# -- the upper layer, byte by byte: PDUs as a careless or hostile peer puts them on a socket --
+# PS3.8 §9.3.  Built by hand, not by pynetdicom, so that every length, item and flag can be
+# wrong: the fuzzer (tests/peers/test_reliability_fuzz.py) mutates these bytes.
+VERIFICATION = "1.2.840.10008.1.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
+P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
+CT_CONTEXT, ECHO_CONTEXT = 1, 3  # the presentation context IDs :func:`associate_rq` proposes
+
+
+def pdu(kind: int, body: bytes, length: int | None = None) -> bytes:
+    """A PDU: type, reserved byte, 4-byte big-endian length (as given, when given), body."""
+    return struct.pack(">BBL", kind, 0, len(body) if length is None else length) + body
+
+
+def _item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def associate_rq(called: str = "L3NODE", calling: str = "FUZZ", max_pdu: int = 16384) -> bytes:
+    """A-ASSOCIATE-RQ proposing CT Image Storage in Explicit VR LE (context 1) and
+    Verification in Implicit VR LE (context 3)."""
+    def context(cid: int, abstract: str, transfer: str) -> bytes:
+        return _item(0x20, bytes([cid, 0, 0, 0]) + _item(0x30, abstract.encode())
+                     + _item(0x40, transfer.encode()))
+
+    user = _item(0x50, _item(0x51, struct.pack(">L", max_pdu))
+                 + _item(0x52, b"1.2.826.0.1.3680043.10.1177.99"))
+    head = (struct.pack(">HH", 1, 0) + called.encode().ljust(16) + calling.encode().ljust(16)
+            + bytes(32))
+    return pdu(A_ASSOCIATE_RQ, head + _item(0x10, APPLICATION_CONTEXT.encode())
+               + context(CT_CONTEXT, CT, EXPLICIT_LE)
+               + context(ECHO_CONTEXT, VERIFICATION, IMPLICIT_LE) + user)
+
+
+def pdv(context_id: int, control: int, data: bytes, length: int | None = None) -> bytes:
+    """A presentation data value item: length (of what follows it), context ID, message
+    control header (bit 0: command, bit 1: last fragment), the fragment."""
+    n = 2 + len(data) if length is None else length
+    return struct.pack(">LBB", n, context_id, control) + data
+
+
+def command_set(elements: dict[int, tuple[str, object]]) -> bytes:
+    """A DIMSE command set in Implicit VR LE, with its group length first (PS3.7 §6.3)."""
+    ds = Dataset()
+    for tag, (vr, value) in elements.items():
+        ds.add_new(tag, vr, value)
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, True
+    write_dataset(fp, ds)
+    body = fp.getvalue()
+    return struct.pack("<HHLL", 0, 0, 4, len(body)) + body
+
+
+def c_store_rq(sop_class: str, sop_instance: str, message_id: int = 1) -> bytes:
+    return command_set({0x00000002: ("UI", sop_class), 0x00000100: ("US", 0x0001),
+                        0x00000110: ("US", message_id), 0x00000700: ("US", 0),
+                        0x00000800: ("US", 0x0000), 0x00001000: ("UI", sop_instance)})
+
+
+def c_echo_rq(message_id: int = 1) -> bytes:
+    return command_set({0x00000002: ("UI", VERIFICATION), 0x00000100: ("US", 0x0030),
+                        0x00000110: ("US", message_id), 0x00000800: ("US", 0x0101)})
+
+
+def release_rq() -> bytes:
+    return pdu(A_RELEASE_RQ, bytes(4))
+
+
+def abort_rq() -> bytes:
+    return pdu(A_ABORT, bytes(4))
+
+
+@dataclass
+class Reply:
+    """What the node sent back, PDU by PDU: their types, the DIMSE statuses in its P-DATA
+    command fragments, the A-ASSOCIATE-RJ (result, source, reason) and A-ABORT (source,
+    reason) fields, and whether it closed the connection."""
+
+    kinds: list[int] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    acked_sops: list[str] = field(default_factory=list)  # C-STORE-RSP with Success ...
+    acked_classes: list[str] = field(default_factory=list)  # ... and its SOP Class UID
+    rejected: tuple[int, int, int] | None = None
+    aborted: tuple[int, int] | None = None
+    closed: bool = False
+    undecodable: list[str] = field(default_factory=list)
+    _buffer: bytearray = field(default_factory=bytearray)
+    _command: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes from the socket; decode every whole PDU among them."""
+        self._buffer += data
+        while len(self._buffer) >= 6:
+            kind, _, n = struct.unpack(">BBL", self._buffer[:6])
+            if len(self._buffer) < 6 + n:
+                return
+            body = bytes(self._buffer[6: 6 + n])
+            del self._buffer[: 6 + n]
+            self.kinds.append(kind)
+            if kind == A_ASSOCIATE_RJ:
+                self.rejected = (body[1], body[2], body[3])
+            elif kind == A_ABORT:
+                self.aborted = (body[2], body[3])
+            elif kind == P_DATA_TF:
+                self._p_data(body)
+
+    def _p_data(self, body: bytes) -> None:
+        pos = 0
+        while pos + 6 <= len(body):
+            n, _, control = struct.unpack(">LBB", body[pos: pos + 6])
+            fragment = body[pos + 6: pos + 4 + n]
+            pos += 4 + n
+            if control & 1:  # a command fragment: a whole command set once the last came
+                self._command += fragment
+                if not control & 2:
+                    continue
+                command, self._command = bytes(self._command), bytearray()
+                try:
+                    ds = pydicom.filereader.read_dataset(io.BytesIO(command), True, True)
+                    self.statuses.append(int(ds.Status))
+                    if int(ds.CommandField) == 0x8001 and int(ds.Status) == 0:
+                        self.acked_sops.append(str(ds.get("AffectedSOPInstanceUID", "")))
+                        self.acked_classes.append(str(ds.get("AffectedSOPClassUID", "")))
+                except Exception as exc:  # a response we cannot read is itself a finding
+                    self.undecodable.append(f"{type(exc).__name__}: {exc}")
+
+    @property
+    def established(self) -> bool:
+        return A_ASSOCIATE_AC in self.kinds
+
+    @property
+    def released(self) -> bool:
+        return A_RELEASE_RP in self.kinds

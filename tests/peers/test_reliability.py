@@ -1,6 +1,7 @@
 """Issue #7, crash safety and outages: the node as a real process (``python -m l3node serve``)
-killed with SIGKILL at chosen moments, real senders (a pynetdicom SCU that records each
-acknowledgement, as a PACS does) and a real PACS (Orthanc), all on loopback.
+killed with SIGKILL at chosen moments and at seeded random ones over a study's whole life,
+real senders (a pynetdicom SCU that records each acknowledgement, as a PACS does) and a
+real PACS (Orthanc), all on loopback.
 
 The promises checked: an acknowledged instance is never lost (it is in the state database
 and readable on disk after any kill), and every study ends with exactly one result set in
@@ -33,6 +34,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from l3node.config import default_model_dir
 from l3node.phantom import StudyRequest, generate_study
+from l3node.spool import safe_name
 from l3node.uids import derived_uid
 
 from ..support import Orthanc, free_port, wait_for
@@ -438,6 +440,173 @@ def test_a_partial_file_left_by_a_kill_mid_write_does_not_spoil_the_study(tmp_pa
     assert _state(db, study.uid) == "exported", rows
     assert not part.exists()
     assert result_sops(pacs, study.uid) == spooled_result_sops(db, study.uid)
+
+
+# -- 1b. kills at random points over the whole life of a study ------------------------------
+# L3NODE_KILLS: how many kills one run does: 6 in the default suite (one per phase of LIFE),
+# 50 for the campaign.
+KILLS = int(os.environ.get("L3NODE_KILLS", "6"))
+# The life of a study as the node lives it, in order; each is observed from outside (the
+# sender's thread, the study's row, its result folder, its export rows), never from the log.
+LIFE = ("ingest", "settle", "processing", "composing", "export", "delivered")
+AFTER_DELIVERY_S = 2.0  # how long after delivery a "delivered" kill may still fall
+
+
+def _phase(db: Path, spool: Path, study_uid: str, sender: Sender) -> str:
+    """Where the study is in its life right now (the phase a kill at this moment hits)."""
+    if sender.thread.is_alive():
+        return "ingest"
+    rows = db_rows(db, "SELECT state, version FROM study WHERE study_instance_uid = ?",
+                   (study_uid,))
+    state, version = rows[0] if rows else ("", 0)
+    if state in ("", "receiving", "complete"):
+        return "settle"
+    if state == "processing":
+        return "composing" if (spool / "_results" / safe_name(study_uid)
+                               / f"v{version}").is_dir() else "processing"
+    return "delivered" if state == "exported" else "export"
+
+
+def measure_life(study: Study, port: int, db: Path, spool: Path) -> dict[str, tuple[float,
+                                                                                 float]]:
+    """Send ``study`` to an idle node, never killed, and time each phase of its life from
+    the association's start: the windows the kill generator draws from."""
+    seen: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sender = Sender(port, study.files).start()
+    while time.perf_counter() - t0 < 300:
+        phase = _phase(db, spool, study.uid, sender)
+        seen.setdefault(phase, time.perf_counter() - t0)
+        if phase == "delivered":
+            break
+        time.sleep(0.01)
+    sender.join()
+    assert sender.acked == study.sops, sender.error
+    assert "delivered" in seen, f"not delivered in 300 s: {seen}"
+    marks = [seen.get(p) for p in LIFE]
+    for k in range(len(marks) - 2, -1, -1):  # a phase too short to be seen: zero length
+        if marks[k] is None:
+            marks[k] = marks[k + 1]
+    ends = [*marks[1:], marks[-1] + AFTER_DELIVERY_S]  # type: ignore[operator]
+    return {p: (round(a, 3), round(b, 3)) for p, a, b in zip(LIFE, marks, ends, strict=True)}
+
+
+def kill_times(rng: random.Random, count: int) -> list[tuple[str, float]]:
+    """``count`` kills as (phase, fraction of that phase's window): each phase of :data:`LIFE`
+    gets an equal share (a shuffled round-robin, so export, a fraction of a second, is hit
+    as often as the seconds-long ingest), and the moment within the phase is uniform."""
+    phases: list[str] = []
+    while len(phases) < count:
+        batch = list(LIFE)
+        rng.shuffle(batch)
+        phases += batch
+    return [(phase, rng.random()) for phase in phases[:count]]
+
+
+def _await_kill_moment(db: Path, spool: Path, study: Study, sender: Sender, phase: str,
+                       fraction: float, life: dict[str, tuple[float, float]]) -> None:
+    """Wait until ``study`` enters ``phase`` (or a later one), then ``fraction`` of the
+    phase's length measured un-killed: the drawn moment, anchored to the phase's real start
+    (on a busy machine the phases drift by more than export lasts)."""
+    target = LIFE.index(phase)
+    wait_for(lambda: LIFE.index(_phase(db, spool, study.uid, sender)) >= target, 300,
+             f"the study reaching {phase}", every=0.005)
+    a, b = life[phase]
+    time.sleep(fraction * (b - a))
+
+
+def _db_readable(db: Path) -> str:
+    """SQLite's own verdict on the file a SIGKILL left: "ok" or the damage it found."""
+    return "; ".join(r[0] for r in db_rows(db, "PRAGMA integrity_check"))
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_of_a_study_life_loses_nothing_and_gives_one_result_set(
+        tmp_path, pacs, abd5):
+    """``L3NODE_KILLS`` SIGKILLs (6 by default, 50 for the campaign) at seeded random moments
+    over the whole life of a study — ingest, the settle wait, processing, composing, export,
+    after delivery: each phase gets an equal share of the kills, the moment within it drawn
+    uniformly over its length as measured on an un-killed study first, counted from when the
+    study is seen to enter it.  One study per kill; before each, the node is idle, so a kill
+    lands in the life of that study.  After every
+    kill: each acknowledged instance (of every study so far) is in the database and whole on
+    disk, and the database passes ``PRAGMA integrity_check``; a sender whose association
+    died re-sends the study.  At the end every study has exactly its one result set in
+    Orthanc, counted by SOP Instance UID."""
+    rng = random.Random(CRASH_SEED)
+    port = free_port()
+    cfg = write_config(tmp_path / "node", port=port, pacs_port=pacs.dicom_port, quiet_s=3.0)
+    db, spool = tmp_path / "node" / "state.db", tmp_path / "node" / "spool"
+    node = NodeProcess(cfg, tmp_path / "node.log")
+    restarts: list[float] = [node.start()]
+    t0 = time.perf_counter()
+    calm = derive_study(abd5, tmp_path / "src" / "life", f"life{CRASH_SEED}")
+    studies = [calm]
+    acked: set[str] = set(calm.sops)
+    hits: dict[str, int] = {}
+    debris = resent = 0
+    try:
+        life = measure_life(calm, port, db, spool)
+        plan = kill_times(rng, KILLS)
+        figure("kill-life", seed=CRASH_SEED, windows_s=life)
+        for k, (aimed, fraction) in enumerate(plan):
+            wait_for(lambda: all(_state(db, s.uid) == "exported" for s in studies), 300,
+                     "the node idle before the next kill")
+            study = derive_study(abd5, tmp_path / "src" / f"k{k}", f"rk{CRASH_SEED}-{k}")
+            studies.append(study)
+            start = time.perf_counter()
+            sender = Sender(port, study.files).start()
+            _await_kill_moment(db, spool, study, sender, aimed, fraction, life)
+            hit = _phase(db, spool, study.uid, sender)
+            at = time.perf_counter() - start
+            node.kill9()
+            sender.join()
+            hits[hit] = hits.get(hit, 0) + 1
+            acked |= set(sender.acked)
+            parts = list(spool.rglob("*.part"))
+            debris += len(parts)
+            integrity = _db_readable(db)
+            assert integrity == "ok", f"state database damaged after kill {k}: {integrity}"
+            in_db: dict[str, Path] = {}
+            for s in studies:
+                in_db |= _db_sops(db, s.uid)
+            lost = acked - set(in_db)
+            assert not lost, f"{len(lost)} acknowledged instance(s) lost, kill {k} ({hit})"
+            for sop in sender.acked:  # readable, whole, the right instance
+                ds = pydicom.dcmread(in_db[sop])
+                assert ds.SOPInstanceUID == sop and len(ds.PixelData) == ds.Rows * ds.Columns * 2
+            figure("random-kill", k=k, aimed=aimed, hit=hit, at_s=round(at, 2),
+                   acknowledged=len(sender.acked), partial_files_left=len(parts),
+                   results_in_pacs_at_kill=len(result_sops(pacs, study.uid)))
+            restarts.append(node.start())
+            if len(sender.acked) < len(study.files):  # the PACS re-sends what failed
+                again = Sender(port, study.files)
+                again.run()
+                assert again.acked == study.sops, again.error
+                acked |= set(again.acked)
+                resent += 1
+        wait_for(lambda: all(_state(db, s.uid) == "exported" for s in studies), 300,
+                 "every study exported")
+        assert node.alive()
+    finally:
+        node.stop()
+    total = time.perf_counter() - t0
+    for s in studies:
+        in_pacs = result_sops(pacs, s.uid)
+        expected = spooled_result_sops(db, s.uid)
+        assert sorted(expected.values()) == ["KO", "OT", "OT", "SR"], expected  # L3 found
+        assert in_pacs == expected, (s.uid, in_pacs, expected)  # one result set, no stale one
+        assert set(s.sops) <= set(_db_sops(db, s.uid))
+    assert _db_readable(db) == "ok"
+    versions = [db_rows(db, "SELECT version FROM study WHERE study_instance_uid = ?",
+                        (s.uid,))[0][0] for s in studies]
+    figure("random-kill-summary", seed=CRASH_SEED, kills=KILLS, studies=len(studies),
+           hit=dict(sorted(hits.items())), acknowledged=len(acked), lost=0,
+           result_sets=sum(1 for s in studies if result_sops(pacs, s.uid)),
+           partial_files_left=debris, studies_resent=resent,
+           studies_run_twice=sum(v > 1 for v in versions),
+           restart_s_median=round(sorted(restarts)[len(restarts) // 2], 1),
+           total_s=round(total, 1))
 
 
 # -- 2. outage ----------------------------------------------------------------------------------
