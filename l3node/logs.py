@@ -30,6 +30,8 @@ import time
 import warnings
 from typing import Any, TextIO
 
+from pynetdicom import _config as pynetdicom_config
+
 UID_FIELDS = frozenset({"study", "series", "sop"})
 _EVENT = "l3_event"
 _FIELDS = "l3_fields"
@@ -168,6 +170,10 @@ def configure(level: str = "INFO", style: str = "text", hash_uids: bool = False)
                             r"intended person name", category=UserWarning)
     # pynetdicom logs whole datasets (with patient data) at DEBUG: never below WARNING
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # ...so its "standard" event handlers, bound to every association, would only format
+    # INFO and DEBUG lines (each PDU, each DIMSE message) for nothing: pynetdicom's own
+    # switch unbinds them (its warnings and errors still come)
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     # APScheduler warns on every tick skipped while a study is processing (by design: one
     # tick at a time); its errors (a job that raised) still show
     logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -16,8 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     EnhancedCTImageStorage,
@@ -199,8 +200,8 @@ class Receiver:
     # -- C-STORE ---------------------------------------------------------------------------
     def _on_store(self, ev: evt.Event) -> int:
         """Check, write, acknowledge; count the outcome; a :class:`~l3node.statuses.Status`."""
-        status, outcome = self._store(ev)
-        if outcome != "ignored" and (study := _study_of(ev)):
+        status, outcome, study = self._store(ev)
+        if outcome != "ignored" and study:
             self.deliveries.delivered(ev.assoc, study, outcome != "refused")
         if self.metrics is not None:
             self.metrics.instances.labels(outcome).inc()
@@ -208,52 +209,70 @@ class Receiver:
                 self.metrics.failures.labels("receive").inc()
         return status
 
-    def _store(self, ev: evt.Event) -> tuple[int, str]:
+    def _store(self, ev: evt.Event) -> tuple[int, str, str]:
+        """(status, outcome, the data set's Study Instance UID or "")."""
         sop_class = str(ev.request.AffectedSOPClassUID)
         sop_uid = str(ev.request.AffectedSOPInstanceUID)
         calling = ev.assoc.requestor.ae_title
         if sop_class not in CT_CLASSES:
             event(log, "instance.ignored", sop=sop_uid, sop_class=sop_class, reason="not CT")
-            return Status.SUCCESS, "ignored"
+            return Status.SUCCESS, "ignored", ""
         try:
-            ds: Dataset = ev.dataset
-            study = str(ds.get("StudyInstanceUID", "") or "")
-            series = str(ds.get("SeriesInstanceUID", "") or "")
-            ds_sop = str(ds.get("SOPInstanceUID", "") or "")
+            study, series, ds_sop = _header_uids(ev)
         except Exception as exc:
-            return _refused(Status.CANNOT_UNDERSTAND, logging.WARNING, sop_uid,
-                            f"cannot parse: {exc}")
+            return (*_refused(Status.CANNOT_UNDERSTAND, logging.WARNING, sop_uid,
+                              f"cannot parse: {exc}"), "")
         if self.disk_full():
-            return _refused(Status.OUT_OF_RESOURCES, logging.ERROR, sop_uid,
-                            f"spool disk above {self.high_water:g} %")
+            return (*_refused(Status.OUT_OF_RESOURCES, logging.ERROR, sop_uid,
+                              f"spool disk above {self.high_water:g} %"), study)
         if not study or not series:
-            return _refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, logging.WARNING, sop_uid,
-                            "no Study or Series Instance UID")
+            return (*_refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, logging.WARNING, sop_uid,
+                              "no Study or Series Instance UID"), study)
         if ds_sop and ds_sop != sop_uid:
-            return _refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, logging.WARNING, sop_uid,
-                            f"dataset says SOP Instance UID {ds_sop}")
+            return (*_refused(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, logging.WARNING, sop_uid,
+                              f"dataset says SOP Instance UID {ds_sop}"), study)
         try:
+            # the file is the preamble, the file meta and the data set exactly as received
+            # (pynetdicom's encoded_dataset, without joining them into one new buffer)
+            meta = b"\x00" * 128 + b"DICM" + encode_file_meta(ev.file_meta)
             stored = self.spool.store(
-                ev.encoded_dataset(include_meta=True), sop_class_uid=sop_class,
+                (meta, ev.request.DataSet.getvalue()), sop_class_uid=sop_class,
                 sop_instance_uid=sop_uid, study_instance_uid=study, series_instance_uid=series,
                 calling_ae_title=calling)
         except (OSError, sqlite3.Error) as exc:
-            return _refused(Status.OUT_OF_RESOURCES, logging.ERROR, sop_uid,
-                            f"could not spool: {exc}")
+            return (*_refused(Status.OUT_OF_RESOURCES, logging.ERROR, sop_uid,
+                              f"could not spool: {exc}"), study)
         if stored.outcome is StoreOutcome.DUPLICATE:
             event(log, "instance.duplicate", sop=sop_uid, study=study)
-            return Status.SUCCESS, "duplicate"
+            return Status.SUCCESS, "duplicate", study
         event(log, "instance.stored", logging.DEBUG, sop=sop_uid, series=series, study=study,
               calling=calling)
-        return Status.SUCCESS, "stored"
+        return Status.SUCCESS, "stored", study
 
 
-def _study_of(ev: evt.Event) -> str:
-    """The Study Instance UID of a C-STORE's dataset, or "" when it cannot be read."""
-    try:
-        return str(ev.dataset.get("StudyInstanceUID", "") or "")
-    except Exception:
-        return ""
+def _past_series_uid(tag: int, vr: str | None, length: int) -> bool:
+    return tag > 0x0020000E  # (0020,000E) Series Instance UID: the last element needed
+
+
+def _header_uids(ev: evt.Event) -> tuple[str, str, str]:
+    """The Study, Series and SOP Instance UIDs of a C-STORE's data set, "" where absent.
+
+    Why not ``ev.dataset``: it parses every element of the data set and copies its pixel
+    data (half a megabyte per CT slice) into a new buffer, for three UIDs that all come
+    before (0020,000E).  pydicom's ``read_dataset`` stops at the first later element; a
+    deflated data set is inflated whole by pynetdicom as before.  An element pydicom cannot
+    read before that point raises, as ``ev.dataset`` did (the caller refuses the instance).
+    """
+    ts = ev.context.transfer_syntax
+    if ts.is_deflated:
+        ds = ev.dataset
+    else:
+        stream = ev.request.DataSet
+        stream.seek(0)
+        ds = read_dataset(stream, ts.is_implicit_VR, ts.is_little_endian,
+                          stop_when=_past_series_uid)
+    return tuple(str(ds.get(k, "") or "") for k in  # type: ignore[return-value]
+                 ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
 
 
 def _refused(status: Status, level: int, sop_uid: str, reason: str) -> tuple[Status, str]:

@@ -30,6 +30,7 @@ import re
 import shutil
 import sqlite3
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -91,17 +92,20 @@ class Spool:
         series_dir = self.root / safe_name(study_uid) / safe_name(series_uid)
         return series_dir / f"{safe_name(sop_uid)}.dcm"
 
-    def store(self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str,
-              study_instance_uid: str, series_instance_uid: str,
+    def store(self, data: bytes | Sequence[bytes], *, sop_class_uid: str,
+              sop_instance_uid: str, study_instance_uid: str, series_instance_uid: str,
               calling_ae_title: str = "") -> StoredInstance:
         """Write one encoded instance durably and record it; raises OSError/sqlite3.Error
-        (the caller answers "out of resources") leaving no partial file behind."""
-        known = self._known(sop_instance_uid)
+        (the caller answers "out of resources") leaving no partial file behind.  ``data``
+        may come in parts (the file meta, then the data set as received), written one after
+        the other: the receiver need not join half a megabyte into a new buffer first."""
+        parts = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+        path = self.path_for(study_instance_uid, series_instance_uid, sop_instance_uid)
+        known = self._known(sop_instance_uid, path)
         if known is not None:  # re-sent: nothing to write (the commit checks again, for
             return StoredInstance(StoreOutcome.DUPLICATE, known)  # one still in flight)
-        path = self.path_for(study_instance_uid, series_instance_uid, sop_instance_uid)
-        size = len(data)
-        tmp = _write_temp(path, data)  # no lock: concurrent senders flush in parallel
+        size = sum(len(part) for part in parts)
+        tmp = _write_temp(path, parts)  # no lock: concurrent senders flush in parallel
         item = _Queued(tmp, path, dict(
             sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
             study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid,
@@ -127,9 +131,14 @@ class Spool:
         assert item.outcome is not None
         return StoredInstance(item.outcome, item.path)
 
-    def _known(self, sop_instance_uid: str) -> Path | None:
+    def _known(self, sop_instance_uid: str, path: Path) -> Path | None:
         """The spooled file of an instance already committed (and still on disk), else
-        None — also when the check itself fails: the commit's check then decides."""
+        None — also when the check itself fails: the commit's check then decides.  A
+        re-sent instance is nearly always at ``path`` (its UIDs name it), so the database is
+        asked only when that file exists: a new instance costs one stat, not a query.  One
+        re-sent under another study or series goes on to the commit, whose check finds it."""
+        if not path.is_file():
+            return None
         try:
             with self._reader_lock:
                 known = rows.spooled_path(self._reader, sop_instance_uid)
@@ -216,17 +225,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dfd)
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
-    """``data`` into a temp file beside ``path``, fsync'd; its name (one per thread)."""
+def _write_temp(path: Path, parts: list) -> Path:
+    """``parts`` one after the other into a temp file beside ``path``, fsync'd; its name
+    (one per thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
             os.fsync(fd)
         finally:
             os.close(fd)

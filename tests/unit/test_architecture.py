@@ -18,7 +18,7 @@ MAX_LINES = 400
 
 RANK = {
     "config": 0, "version": 0, "statuses": 0, "logs": 0, "uids": 0, "heap": 0,
-    "tls": 1, "reactor": 1, "views": 3,
+    "tls": 1, "dimse_guard": 1, "reactor": 2, "views": 3,
     "state": 1, "frames": 1, "metrics": 2, "series": 2,
     "spool": 3, "receive": 4, "select": 5, "localize": 6, "compose": 7, "dispatch": 8,
     "export": 9, "pipeline": 10, "warmup": 10, "schedule": 11, "node": 12, "cohort": 12,
